@@ -1,0 +1,23 @@
+// The CPU backend of ops_impl.h: runs each neuron's time loop, neurons spread over torch's
+// intra-op threads (at::parallel_for, so torch.set_num_threads applies).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "kernel_args.h"
+
+namespace exodus {
+
+struct CpuBackend {
+  struct Guard {
+    explicit Guard(const at::Tensor& t) {
+      TORCH_CHECK_VALUE(t.device().is_cpu(), "exodus_jit_cpu ops take CPU tensors, got ", t.device());
+    }
+  };
+  template <typename A> static void run(const MembraneForwardArgs<A>& a);
+  template <typename A> static void run(const MembraneBackwardArgs<A>& a);
+  template <typename A> static void run(const SynapticForwardArgs<A>& a);
+  template <typename A> static void run(const SynapticBackwardArgs<A>& a);
+};
+
+}  // namespace exodus

@@ -1,0 +1,89 @@
+// CUDA kernels: one thread per neuron (b, f) walking time, f fastest so that every time step is
+// one coalesced access across a warp of the (B, T, F) tensors.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <type_traits>
+
+#include "cuda_kernels.h"
+#include "neuron_loops.h"
+
+namespace exodus {
+namespace {
+
+template <typename T, typename A>
+__global__ void membrane_forward_kernel(const MembraneForwardArgs<A> a) {
+  const int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (n < a.shape.neurons()) membrane_forward_neuron<T, A>(a, n / a.shape.features, n % a.shape.features);
+}
+
+template <typename T, typename A>
+__global__ void membrane_backward_kernel(const MembraneBackwardArgs<A> a) {
+  const int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (n < a.shape.neurons()) membrane_backward_neuron<T, A>(a, n / a.shape.features, n % a.shape.features);
+}
+
+template <typename T, typename A>
+__global__ void synaptic_forward_kernel(const SynapticForwardArgs<A> a) {
+  const int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (n < a.shape.neurons()) synaptic_forward_neuron<T, A>(a, n / a.shape.features, n % a.shape.features);
+}
+
+template <typename T, typename A>
+__global__ void synaptic_backward_kernel(const SynapticBackwardArgs<A> a) {
+  const int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (n < a.shape.neurons()) synaptic_backward_neuron<T, A>(a, n / a.shape.features, n % a.shape.features);
+}
+
+// Threads per block: as many as keep every multiprocessor busy with two or more blocks; small
+// layers (few neurons) get smaller blocks rather than idle multiprocessors.
+int threads_for(int64_t neurons) {
+  static int sm_count[128] = {0};
+  int device = 0;
+  cudaGetDevice(&device);
+  if (device >= 0 && device < 128 && sm_count[device] == 0)
+    cudaDeviceGetAttribute(&sm_count[device], cudaDevAttrMultiProcessorCount, device);
+  const int64_t sms = (device >= 0 && device < 128 && sm_count[device] > 0) ? sm_count[device] : 80;
+  int threads = 256;
+  while (threads > 32 && (neurons + threads - 1) / threads < 2 * sms) threads /= 2;
+  return threads;
+}
+
+template <typename A, typename Launch>
+cudaError_t with_storage_type(DType dtype, Launch launch) {
+  if constexpr (std::is_same<A, double>::value) {
+    if (dtype != DType::Float64) return cudaErrorInvalidValue;
+    launch(double{});
+  } else {
+    switch (dtype) {
+      case DType::Float32: launch(float{}); break;
+      case DType::Float16: launch(__half{}); break;
+      case DType::BFloat16: launch(__nv_bfloat16{}); break;
+      default: return cudaErrorInvalidValue;
+    }
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+#define EXODUS_DEFINE_LAUNCH(ARGS, KERNEL)                                                   \
+  template <typename A>                                                                      \
+  cudaError_t launch(const ARGS<A>& a, cudaStream_t stream) {                                \
+    const int64_t neurons = a.shape.neurons();                                               \
+    const int threads = threads_for(neurons);                                                \
+    const unsigned blocks = static_cast<unsigned>((neurons + threads - 1) / threads);        \
+    return with_storage_type<A>(a.dtype, [&](auto tag) {                                     \
+      KERNEL<decltype(tag), A><<<blocks, threads, 0, stream>>>(a);                           \
+    });                                                                                      \
+  }                                                                                          \
+  template cudaError_t launch<float>(const ARGS<float>&, cudaStream_t);                      \
+  template cudaError_t launch<double>(const ARGS<double>&, cudaStream_t);
+
+EXODUS_DEFINE_LAUNCH(MembraneForwardArgs, membrane_forward_kernel)
+EXODUS_DEFINE_LAUNCH(MembraneBackwardArgs, membrane_backward_kernel)
+EXODUS_DEFINE_LAUNCH(SynapticForwardArgs, synaptic_forward_kernel)
+EXODUS_DEFINE_LAUNCH(SynapticBackwardArgs, synaptic_backward_kernel)
+#undef EXODUS_DEFINE_LAUNCH
+
+}  // namespace exodus

@@ -1,0 +1,127 @@
+// Plain argument structs shared by the CPU and CUDA kernels (no torch types here).
+//
+// Layout conventions: a "neuron" is one (batch b, flattened feature f). Time-major tensors are
+// (B, T, F); inputs may have any strides (View3), outputs and saved states are contiguous.
+// A is the accumulation/state type: float for float32/float16/bfloat16 data, double for float64.
+#pragma once
+
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define EXODUS_HD __host__ __device__ __forceinline__
+#else
+#define EXODUS_HD inline
+#endif
+
+namespace exodus {
+
+enum class DType : int32_t { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };
+
+// Values match the Python side (exodus_jit/ops/_config.py).
+enum class SpikeKind : int32_t { None = 0, Multi = 1, Single = 2, Max = 3 };  // None: ExpLeak
+enum class ResetKind : int32_t { Subtract = 0, ToValue = 1 };
+enum class SurrogateKind : int32_t {
+  Given = 0,  // values computed in PyTorch and passed in (custom callables)
+  SingleExponential = 1,
+  PeriodicExponential = 2,
+  Heaviside = 3,
+  Gaussian = 4,
+  MultiGaussian = 5,
+};
+constexpr int kSurrogateParams = 5;
+
+struct Shape {
+  int64_t batch, time, features;
+  EXODUS_HD int64_t neurons() const { return batch * features; }
+};
+
+// A (B, T, F) tensor of the storage dtype with arbitrary element strides.
+struct View3 {
+  const void* data;
+  int64_t sb, st, sf;
+  EXODUS_HD int64_t offset(int64_t b, int64_t t, int64_t f) const { return b * sb + t * st + f * sf; }
+};
+
+// A neuron parameter: one value (stride 0) or one per feature (stride 1); never per batch.
+template <typename A>
+struct Param {
+  const A* data;
+  int64_t stride;
+  EXODUS_HD A at(int64_t f) const { return data[f * stride]; }
+  EXODUS_HD bool present() const { return data != nullptr; }
+};
+
+template <typename A>
+struct NeuronParams {
+  Param<A> alpha, threshold, subtract, min_v;  // min_v absent: no clipping
+  A reset_value;
+  A max_spikes;
+  SpikeKind spike;
+  ResetKind reset;
+  bool norm_input;
+};
+
+template <typename A>
+struct SurrogateParams {
+  SurrogateKind kind;
+  A p[kSurrogateParams];
+};
+
+template <typename A>
+struct MembraneForwardArgs {
+  Shape shape;
+  DType dtype;  // of u and out
+  NeuronParams<A> p;
+  View3 u;
+  const A* v0;   // (B, F)
+  void* out;     // (B, T, F): spikes, or v for ExpLeak
+  A* v_pre;      // (B, T, F) membrane before spike/reset, saved for backward; may be null
+  A* w_rec;      // (B, T, F) state after reset and clipping (record_states); may be null
+  A* v_final;    // (B, F)
+};
+
+template <typename A>
+struct MembraneBackwardArgs {
+  Shape shape;
+  DType dtype;  // of g_out, u and g_u
+  NeuronParams<A> p;
+  SurrogateParams<A> surrogate;
+  View3 g_out;
+  const A* g_wrec;    // (B, T, F) or null
+  const A* g_vfinal;  // (B, F) or null
+  const A* v;         // (B, T, F) membrane before spike/reset
+  View3 u;            // read only for the alpha gradient with norm_input
+  const A* v0;        // (B, F)
+  const A* sigma;     // (B, T, F) surrogate values when surrogate.kind == Given
+  void* g_u;          // (B, T, F)
+  A* g_v0;            // (B, F)
+  A* g_alpha;         // (B, F) per-neuron sums, or null when alpha needs no gradient
+};
+
+template <typename A>
+struct SynapticForwardArgs {
+  Shape shape;
+  DType dtype;  // of x
+  Param<A> alpha;
+  View3 x;
+  const A* i0;   // (B, F)
+  A* i_all;      // (B, T, F)
+  A* i_final;    // (B, F)
+};
+
+template <typename A>
+struct SynapticBackwardArgs {
+  Shape shape;
+  DType dtype;  // of x and g_x
+  Param<A> alpha;
+  const A* g_i;      // (B, T, F) contiguous
+  const A* g_final;  // (B, F) or null
+  const A* i_all;    // (B, T, F), read only for the alpha gradient
+  View3 x;           // read only for the alpha gradient
+  const A* i0;
+  void* g_x;    // (B, T, F)
+  A* g_i0;      // (B, F)
+  A* g_alpha;   // (B, F) or null
+};
+
+}  // namespace exodus

@@ -1,0 +1,92 @@
+// Per-element neuron arithmetic, host and device. Each expression mirrors the operation order of
+// sinabs 3.x so that float32 results are bit-identical (compiled without FP contraction).
+#pragma once
+
+#include <math.h>
+
+#include "kernel_args.h"
+
+namespace exodus {
+
+EXODUS_HD float trunc_(float x) { return truncf(x); }
+EXODUS_HD double trunc_(double x) { return trunc(x); }
+EXODUS_HD float floor_(float x) { return floorf(x); }
+EXODUS_HD double floor_(double x) { return floor(x); }
+EXODUS_HD float fabs_(float x) { return fabsf(x); }
+EXODUS_HD double fabs_(double x) { return fabs(x); }
+EXODUS_HD float exp_(float x) { return expf(x); }
+EXODUS_HD double exp_(double x) { return exp(x); }
+EXODUS_HD float sqrt_(float x) { return sqrtf(x); }
+EXODUS_HD double sqrt_(double x) { return sqrt(x); }
+
+// sinabs MultiSpike / MaxSpike / SingleSpike forward.
+template <typename A>
+EXODUS_HD A spike_count(A v, A theta, const NeuronParams<A>& p) {
+  if (p.spike == SpikeKind::Single) return A(v - theta >= A(0));
+  A s = A(v > A(0)) * trunc_(v / theta);  // (v_mem > 0) * div(v_mem, thr, "trunc")
+  if (p.spike == SpikeKind::Max && s > p.max_spikes) s = p.max_spikes;
+  return s;
+}
+
+// sinabs MembraneSubtract / MembraneReset, written exactly as sinabs writes them.
+template <typename A>
+EXODUS_HD A apply_reset(A v, A s, A subtract, const NeuronParams<A>& p) {
+  if (p.reset == ResetKind::Subtract) return v - s * subtract;
+  return v * A(s == A(0)) + p.reset_value;
+}
+
+// relu(r - m) + m, as sinabs clips min_v_mem.
+template <typename A>
+EXODUS_HD A clip_below(A r, A m) {
+  const A d = r - m;
+  return (d > A(0) ? d : A(0)) + m;
+}
+
+// The state a membrane value v leaves behind: spike, reset, clip (identity chain for ExpLeak).
+template <typename A>
+EXODUS_HD A state_after(A v, A theta, A subtract, A min_v, const NeuronParams<A>& p) {
+  A r = v;
+  if (p.spike != SpikeKind::None) r = apply_reset(v, spike_count(v, theta, p), subtract, p);
+  return p.min_v.present() ? clip_below(r, min_v) : r;
+}
+
+template <typename A>
+EXODUS_HD A gaussian(A x, A mu, A sigma) {
+  const A two_pi = A(6.283185307179586);
+  const A diff = x - mu;
+  return exp_(-(diff * diff) / (A(2) * sigma * sigma)) / (sigma * sqrt_(two_pi));
+}
+
+// The five sinabs surrogate gradient functions, from their dataclass fields (see
+// exodus_jit/ops/_config.py for the order of p[]).
+template <typename A>
+EXODUS_HD A surrogate_grad(A v, A theta, const SurrogateParams<A>& s) {
+  switch (s.kind) {
+    case SurrogateKind::SingleExponential: {  // p = grad_width, grad_scale
+      const A width = theta * s.p[0];
+      return s.p[1] / width * exp_(-fabs_(v - theta) / width);
+    }
+    case SurrogateKind::PeriodicExponential: {  // p = grad_width, grad_scale
+      const A normalized = v / theta - A(0.5);
+      A periodic = normalized - floor_(normalized);
+      periodic = theta * (A(2) * periodic - A(1));
+      const A below = (v - theta) * A(v < theta);
+      const A above = periodic * A(v >= theta);
+      return s.p[1] * exp_(-fabs_(above + below) / s.p[0]);
+    }
+    case SurrogateKind::Heaviside:  // p = window
+      return A(v >= theta - s.p[0]) / theta;
+    case SurrogateKind::Gaussian:  // p = mu, sigma, grad_scale
+      return gaussian(v - theta, s.p[0], s.p[1]) * s.p[2];
+    case SurrogateKind::MultiGaussian: {  // p = mu, sigma, h, s, grad_scale
+      const A x = v - theta, mu = s.p[0], sigma = s.p[1], h = s.p[2], wide = s.p[3] * s.p[1];
+      return ((A(1) + h) * gaussian(x, mu, sigma) - h * gaussian(x, sigma, wide) -
+              h * gaussian(x, -sigma, wide)) *
+             s.p[4];
+    }
+    default:
+      return A(0);
+  }
+}
+
+}  // namespace exodus

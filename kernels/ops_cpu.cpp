@@ -1,0 +1,5 @@
+// Registers the CPU operators as torch.ops.exodus_jit_cpu.*.
+#include "cpu_backend.h"
+#include "ops_impl.h"
+
+EXODUS_DEFINE_OPS(exodus_jit_cpu, exodus::CpuBackend)

@@ -1,0 +1,257 @@
+// Host side of the operators, shared by the CPU and CUDA extensions: checks tensors, allocates
+// outputs, fills the kernel argument structs and hands them to a Backend's launchers.
+//
+// The public, documented checks live in Python (exodus_jit/ops); the TORCH_CHECKs here are the
+// last line that keeps a bad call from ever reaching a kernel.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/ArrayRef.h>
+#include <torch/library.h>
+
+#include <tuple>
+#include <vector>
+
+#include "kernel_args.h"
+
+namespace exodus {
+
+inline DType dtype_of(const at::Tensor& t, const char* name) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::Float32;
+    case at::kDouble: return DType::Float64;
+    case at::kHalf: return DType::Float16;
+    case at::kBFloat16: return DType::BFloat16;
+    default: TORCH_CHECK_TYPE(false, name, " must be float32, float64, float16 or bfloat16, got ", t.scalar_type());
+  }
+}
+
+inline at::ScalarType state_type(at::ScalarType data) { return data == at::kDouble ? at::kDouble : at::kFloat; }
+
+inline void check_same_device(const at::Tensor& ref, const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.device() == ref.device(), name, " is on ", t.device(), " but the input is on ", ref.device());
+}
+
+inline Shape shape_of(const at::Tensor& x, const char* name) {
+  TORCH_CHECK_VALUE(x.dim() == 3, name, " must be (batch, time, features), got ", x.dim(), " dimensions");
+  return {x.size(0), x.size(1), x.size(2)};
+}
+
+inline View3 view3(const at::Tensor& t) { return {t.data_ptr(), t.stride(0), t.stride(1), t.stride(2)}; }
+
+// A (B, F) or (B, T, F) state-typed tensor, made contiguous.
+template <typename A>
+const A* state_ptr(const at::Tensor& ref, const at::Tensor& t, at::IntArrayRef shape, const char* name,
+                   std::vector<at::Tensor>& keep) {
+  check_same_device(ref, t, name);
+  TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == c10::CppTypeToScalarType<A>::value, name, " must be ",
+                   c10::CppTypeToScalarType<A>::value, ", got ", t.scalar_type());
+  keep.push_back(t.contiguous());
+  return keep.back().data_ptr<A>();
+}
+
+template <typename A>
+Param<A> param(const at::Tensor& ref, const at::Tensor& t, int64_t features, const char* name,
+               std::vector<at::Tensor>& keep) {
+  check_same_device(ref, t, name);
+  TORCH_CHECK_VALUE(t.numel() == 1 || t.numel() == features, name, " must have 1 or ", features,
+                    " (one per feature) elements, got ", t.numel());
+  TORCH_CHECK_TYPE(t.scalar_type() == c10::CppTypeToScalarType<A>::value, name, " must be ",
+                   c10::CppTypeToScalarType<A>::value, ", got ", t.scalar_type());
+  keep.push_back(t.contiguous());
+  return {keep.back().data_ptr<A>(), t.numel() == 1 ? 0 : 1};
+}
+
+template <typename A>
+NeuronParams<A> neuron_params(const at::Tensor& u, int64_t features, const at::Tensor& alpha,
+                              const at::Tensor& threshold, const at::Tensor& subtract,
+                              const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
+                              int64_t max_spikes, int64_t reset_kind, bool norm_input,
+                              std::vector<at::Tensor>& keep) {
+  TORCH_CHECK_VALUE(spike_kind >= 0 && spike_kind <= 3, "unknown spike_kind ", spike_kind);
+  TORCH_CHECK_VALUE(reset_kind == 0 || reset_kind == 1, "unknown reset_kind ", reset_kind);
+  NeuronParams<A> p;
+  p.alpha = param<A>(u, alpha, features, "alpha", keep);
+  p.threshold = param<A>(u, threshold, features, "threshold", keep);
+  p.subtract = param<A>(u, subtract, features, "subtract_value", keep);
+  p.min_v = min_v.has_value() ? param<A>(u, *min_v, features, "min_v_mem", keep) : Param<A>{nullptr, 0};
+  p.reset_value = static_cast<A>(reset_value);
+  p.max_spikes = static_cast<A>(max_spikes);
+  p.spike = static_cast<SpikeKind>(spike_kind);
+  p.reset = static_cast<ResetKind>(reset_kind);
+  p.norm_input = norm_input;
+  return p;
+}
+
+inline at::Tensor no_tensor(const at::Tensor& like, at::ScalarType type) { return at::empty({0}, like.options().dtype(type)); }
+
+// Backend provides: template <typename A> static void run(const Args<A>&) for each Args struct,
+// and a Guard type constructed from the input tensor (device guard; nothing on the CPU).
+template <class Backend>
+struct Ops {
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_forward(
+      const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
+      const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
+      int64_t max_spikes, int64_t reset_kind, bool norm_input, bool save_v, bool record) {
+    typename Backend::Guard guard(u);
+    const Shape shape = shape_of(u, "u");
+    const DType dtype = dtype_of(u, "u");
+    const at::ScalarType st = state_type(u.scalar_type());
+    const bool spiking = spike_kind != 0;
+    at::Tensor out = at::empty({shape.batch, shape.time, shape.features}, u.options());
+    at::Tensor v_pre = save_v && (spiking || st != u.scalar_type())
+                           ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
+                           : no_tensor(u, st);
+    at::Tensor w_rec = record ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
+                              : no_tensor(u, st);
+    at::Tensor v_final = at::empty({shape.batch, shape.features}, u.options().dtype(st));
+    std::vector<at::Tensor> keep;
+    auto fill = [&](auto zero) {
+      using A = decltype(zero);
+      MembraneForwardArgs<A> a;
+      a.shape = shape;
+      a.dtype = dtype;
+      a.p = neuron_params<A>(u, shape.features, alpha, threshold, subtract, min_v, reset_value, spike_kind,
+                             max_spikes, reset_kind, norm_input, keep);
+      a.u = view3(u);
+      a.v0 = state_ptr<A>(u, v0, {shape.batch, shape.features}, "v0", keep);
+      a.out = out.data_ptr();
+      a.v_pre = v_pre.numel() ? v_pre.data_ptr<A>() : nullptr;
+      a.w_rec = record ? w_rec.data_ptr<A>() : nullptr;
+      a.v_final = v_final.data_ptr<A>();
+      if (shape.neurons() > 0) Backend::run(a);
+    };
+    if (st == at::kDouble) fill(double{}); else fill(float{});
+    return {out, v_pre, w_rec, v_final};
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> membrane_backward(
+      const at::Tensor& g_out, const c10::optional<at::Tensor>& g_wrec, const c10::optional<at::Tensor>& g_vfinal,
+      const at::Tensor& v, const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha,
+      const at::Tensor& threshold, const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v,
+      double reset_value, int64_t spike_kind, int64_t max_spikes, int64_t reset_kind, bool norm_input,
+      int64_t surrogate_kind, at::ArrayRef<double> surrogate_params, const c10::optional<at::Tensor>& sigma,
+      bool alpha_grad) {
+    typename Backend::Guard guard(u);
+    const Shape shape = shape_of(u, "u");
+    const DType dtype = dtype_of(u, "u");
+    const at::ScalarType st = state_type(u.scalar_type());
+    TORCH_CHECK_VALUE(g_out.sizes() == u.sizes(), "grad_output must have the input's shape");
+    TORCH_CHECK_TYPE(g_out.scalar_type() == u.scalar_type(), "grad_output must have the input's dtype");
+    TORCH_CHECK_VALUE(surrogate_kind >= 0 && surrogate_kind <= 5, "unknown surrogate_kind ", surrogate_kind);
+    TORCH_CHECK_VALUE(surrogate_params.size() <= static_cast<size_t>(kSurrogateParams), "too many surrogate_params");
+    TORCH_CHECK_VALUE(surrogate_kind != 0 || spike_kind == 0 || sigma.has_value(),
+                      "surrogate_kind 0 (given) needs the sigma tensor");
+    check_same_device(u, g_out, "grad_output");
+    at::Tensor g_u = at::empty({shape.batch, shape.time, shape.features}, u.options());
+    at::Tensor g_v0 = at::empty({shape.batch, shape.features}, u.options().dtype(st));
+    at::Tensor g_alpha = alpha_grad ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : no_tensor(u, st);
+    std::vector<at::Tensor> keep;
+    const std::vector<int64_t> full = {shape.batch, shape.time, shape.features};
+    auto fill = [&](auto zero) {
+      using A = decltype(zero);
+      MembraneBackwardArgs<A> a;
+      a.shape = shape;
+      a.dtype = dtype;
+      a.p = neuron_params<A>(u, shape.features, alpha, threshold, subtract, min_v, reset_value, spike_kind,
+                             max_spikes, reset_kind, norm_input, keep);
+      a.surrogate.kind = static_cast<SurrogateKind>(surrogate_kind);
+      for (int i = 0; i < kSurrogateParams; ++i)
+        a.surrogate.p[i] = i < static_cast<int>(surrogate_params.size()) ? static_cast<A>(surrogate_params[i]) : A(0);
+      a.g_out = view3(g_out);
+      a.g_wrec = g_wrec.has_value() ? state_ptr<A>(u, *g_wrec, full, "grad of recorded states", keep) : nullptr;
+      a.g_vfinal = g_vfinal.has_value() ? state_ptr<A>(u, *g_vfinal, {shape.batch, shape.features}, "grad of final state", keep) : nullptr;
+      a.v = state_ptr<A>(u, v, full, "v", keep);
+      a.u = view3(u);
+      a.v0 = state_ptr<A>(u, v0, {shape.batch, shape.features}, "v0", keep);
+      a.sigma = surrogate_kind == 0 && sigma.has_value() ? state_ptr<A>(u, *sigma, full, "sigma", keep) : nullptr;
+      a.g_u = g_u.data_ptr();
+      a.g_v0 = g_v0.data_ptr<A>();
+      a.g_alpha = alpha_grad ? g_alpha.data_ptr<A>() : nullptr;
+      if (shape.neurons() > 0) Backend::run(a);
+    };
+    if (st == at::kDouble) fill(double{}); else fill(float{});
+    return {g_u, g_v0, g_alpha};
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> synaptic_forward(const at::Tensor& x, const at::Tensor& i0,
+                                                             const at::Tensor& alpha) {
+    typename Backend::Guard guard(x);
+    const Shape shape = shape_of(x, "x");
+    const DType dtype = dtype_of(x, "x");
+    const at::ScalarType st = state_type(x.scalar_type());
+    at::Tensor i_all = at::empty({shape.batch, shape.time, shape.features}, x.options().dtype(st));
+    at::Tensor i_final = at::empty({shape.batch, shape.features}, x.options().dtype(st));
+    std::vector<at::Tensor> keep;
+    auto fill = [&](auto zero) {
+      using A = decltype(zero);
+      SynapticForwardArgs<A> a;
+      a.shape = shape;
+      a.dtype = dtype;
+      a.alpha = param<A>(x, alpha, shape.features, "alpha_syn", keep);
+      a.x = view3(x);
+      a.i0 = state_ptr<A>(x, i0, {shape.batch, shape.features}, "i0", keep);
+      a.i_all = i_all.data_ptr<A>();
+      a.i_final = i_final.data_ptr<A>();
+      if (shape.neurons() > 0) Backend::run(a);
+    };
+    if (st == at::kDouble) fill(double{}); else fill(float{});
+    return {i_all, i_final};
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> synaptic_backward(
+      const at::Tensor& g_i, const c10::optional<at::Tensor>& g_final, const at::Tensor& i_all,
+      const at::Tensor& x, const at::Tensor& i0, const at::Tensor& alpha, bool alpha_grad) {
+    typename Backend::Guard guard(x);
+    const Shape shape = shape_of(x, "x");
+    const DType dtype = dtype_of(x, "x");
+    const at::ScalarType st = state_type(x.scalar_type());
+    at::Tensor g_x = at::empty({shape.batch, shape.time, shape.features}, x.options());
+    at::Tensor g_i0 = at::empty({shape.batch, shape.features}, x.options().dtype(st));
+    at::Tensor g_alpha = alpha_grad ? at::empty({shape.batch, shape.features}, x.options().dtype(st)) : no_tensor(x, st);
+    std::vector<at::Tensor> keep;
+    const std::vector<int64_t> full = {shape.batch, shape.time, shape.features};
+    auto fill = [&](auto zero) {
+      using A = decltype(zero);
+      SynapticBackwardArgs<A> a;
+      a.shape = shape;
+      a.dtype = dtype;
+      a.alpha = param<A>(x, alpha, shape.features, "alpha_syn", keep);
+      a.g_i = state_ptr<A>(x, g_i, full, "grad of i_syn", keep);
+      a.g_final = g_final.has_value() ? state_ptr<A>(x, *g_final, {shape.batch, shape.features}, "grad of final i_syn", keep) : nullptr;
+      a.i_all = state_ptr<A>(x, i_all, full, "i_all", keep);
+      a.x = view3(x);
+      a.i0 = state_ptr<A>(x, i0, {shape.batch, shape.features}, "i0", keep);
+      a.g_x = g_x.data_ptr();
+      a.g_i0 = g_i0.data_ptr<A>();
+      a.g_alpha = alpha_grad ? g_alpha.data_ptr<A>() : nullptr;
+      if (shape.neurons() > 0) Backend::run(a);
+    };
+    if (st == at::kDouble) fill(double{}); else fill(float{});
+    return {g_x, g_i0, g_alpha};
+  }
+};
+
+// Schemas of the backend namespaces (exodus_jit_cpu, exodus_jit_cuda); the public
+// torch.ops.exodus_jit.* ops with fake and autograd implementations are defined in Python.
+#define EXODUS_DEFINE_OPS(NAMESPACE, BACKEND)                                                                   \
+  TORCH_LIBRARY(NAMESPACE, m) {                                                                                 \
+    m.def("membrane_forward(Tensor u, Tensor v0, Tensor alpha, Tensor threshold, Tensor subtract, "            \
+          "Tensor? min_v, float reset_value, int spike_kind, int max_spikes, int reset_kind, bool norm_input, " \
+          "bool save_v, bool record) -> (Tensor, Tensor, Tensor, Tensor)",                                      \
+          &exodus::Ops<BACKEND>::membrane_forward);                                                             \
+    m.def("membrane_backward(Tensor g_out, Tensor? g_wrec, Tensor? g_vfinal, Tensor v, Tensor u, Tensor v0, "   \
+          "Tensor alpha, Tensor threshold, Tensor subtract, Tensor? min_v, float reset_value, int spike_kind, " \
+          "int max_spikes, int reset_kind, bool norm_input, int surrogate_kind, float[] surrogate_params, "     \
+          "Tensor? sigma, bool alpha_grad) -> (Tensor, Tensor, Tensor)",                                        \
+          &exodus::Ops<BACKEND>::membrane_backward);                                                            \
+    m.def("synaptic_forward(Tensor x, Tensor i0, Tensor alpha) -> (Tensor, Tensor)",                            \
+          &exodus::Ops<BACKEND>::synaptic_forward);                                                             \
+    m.def("synaptic_backward(Tensor g_i, Tensor? g_final, Tensor i_all, Tensor x, Tensor i0, Tensor alpha, "    \
+          "bool alpha_grad) -> (Tensor, Tensor, Tensor)",                                                       \
+          &exodus::Ops<BACKEND>::synaptic_backward);                                                            \
+  }
+
+}  // namespace exodus

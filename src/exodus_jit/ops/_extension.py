@@ -1,0 +1,77 @@
+"""The kernels' extensions: which sources make them, and loading them on first use."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from ..jit import CacheEntry, ExtensionSpec, prepare
+
+HEADERS = ("kernel_args.h", "neuron_math.h", "neuron_loops.h", "ops_impl.h", "cpu_backend.h", "cuda_kernels.h")
+# Half conversions are written as static_casts, which torch's default nvcc flags switch off.
+HALF_CONVERSIONS = tuple(
+    f"-U{macro}"
+    for macro in ("__CUDA_NO_HALF_OPERATORS__", "__CUDA_NO_HALF_CONVERSIONS__",
+                  "__CUDA_NO_BFLOAT16_CONVERSIONS__", "__CUDA_NO_HALF2_OPERATORS__")
+)
+
+
+def kernels_dir() -> Path:
+    """The C++/CUDA sources: inside the installed package, else at the source checkout's root."""
+    packaged = Path(__file__).resolve().parent.parent / "kernels"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[3] / "kernels"
+    if checkout.is_dir():
+        return checkout
+    raise FileNotFoundError(f"exodus-jit kernel sources not found at {packaged} or {checkout}")
+
+
+def _spec(name: str, sources: Sequence[str], **flags) -> ExtensionSpec:
+    root = kernels_dir()
+    return ExtensionSpec(
+        name=name,
+        sources=tuple(root / s for s in sources),
+        depends=tuple(root / h for h in HEADERS),
+        include_dirs=(root,),
+        **flags,
+    )
+
+
+def cpu_spec() -> ExtensionSpec:
+    return _spec("exodus_kernels_cpu", ("cpu_kernels.cpp", "ops_cpu.cpp"),
+                 cflags=("-fopenmp",), ldflags=("-fopenmp",))
+
+
+def cuda_spec() -> ExtensionSpec:
+    return _spec("exodus_kernels_cuda", ("cuda_kernels.cu", "ops_cuda.cpp"), cuda_cflags=HALF_CONVERSIONS)
+
+
+_lock = threading.Lock()
+_ready = set()
+
+
+def build(device_type: str, archs: Sequence[str] = (), load: bool = True) -> CacheEntry:
+    """Build (if needed) the extension for 'cpu' or 'cuda'; also loads it unless told not to."""
+    spec = cpu_spec() if device_type == "cpu" else cuda_spec()
+    return prepare(spec, archs, load=load)
+
+
+def backend_ops(device: torch.device):
+    """torch.ops.exodus_jit_cpu or torch.ops.exodus_jit_cuda, compiled and loaded on first use."""
+    device_type = device.type
+    if device_type not in ("cpu", "cuda"):
+        raise ValueError(f"exodus-jit kernels run on cpu and cuda tensors, not {device_type}")
+    if device_type not in _ready:
+        with _lock:
+            if device_type not in _ready:
+                build(device_type)
+                _ready.add(device_type)
+    return torch.ops.exodus_jit_cpu if device_type == "cpu" else torch.ops.exodus_jit_cuda
+
+
+def loaded(device_type: str) -> Optional[bool]:
+    return device_type in _ready

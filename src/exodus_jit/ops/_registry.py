@@ -1,0 +1,173 @@
+"""The public torch custom ops torch.ops.exodus_jit.*: schemas, fake (meta) impls, autograd.
+
+Defining them costs nothing; the CPU or CUDA extension is compiled and loaded on the first call
+that runs on that device (see _extension.backend_ops). Each op takes tensors in the kernels'
+layout: data (B, T, F), states (B, F), parameters (1,) or (F,) in the state dtype.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ._extension import backend_ops
+
+LIB = "exodus_jit"
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """States and accumulation: float64 for float64 data, float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _empty(like: Tensor, dtype: torch.dtype, *shape: int) -> Tensor:
+    return like.new_empty(shape, dtype=dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# membrane: spiking (or, with spike_kind 0, leaky) membrane dynamics
+
+
+@torch.library.custom_op(f"{LIB}::membrane", mutates_args=())
+def membrane(u: Tensor, v0: Tensor, alpha: Tensor, threshold: Tensor, subtract: Tensor,
+             min_v: Optional[Tensor], reset_value: float, spike_kind: int, max_spikes: int,
+             reset_kind: int, norm_input: bool, surrogate_kind: int, surrogate_params: List[float],
+             save_v: bool, record: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Returns (output, membrane before reset saved for backward or empty, recorded states or
+    empty, final state)."""
+    return backend_ops(u.device).membrane_forward(
+        u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
+        norm_input, save_v, record)
+
+
+@membrane.register_fake
+def _(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
+      norm_input, surrogate_kind, surrogate_params, save_v, record):
+    B, T, F = u.shape
+    st = state_dtype(u.dtype)
+    keeps_v = save_v and (spike_kind != 0 or st != u.dtype)
+    return (
+        torch.empty_like(u, memory_format=torch.contiguous_format),
+        _empty(u, st, B, T, F) if keeps_v else _empty(u, st, 0),
+        _empty(u, st, B, T, F) if record else _empty(u, st, 0),
+        _empty(u, st, B, F),
+    )
+
+
+@torch.library.custom_op(f"{LIB}::membrane_backward", mutates_args=())
+def membrane_backward(g_out: Tensor, g_wrec: Optional[Tensor], g_vfinal: Optional[Tensor], v: Tensor,
+                      u: Tensor, v0: Tensor, alpha: Tensor, threshold: Tensor, subtract: Tensor,
+                      min_v: Optional[Tensor], reset_value: float, spike_kind: int, max_spikes: int,
+                      reset_kind: int, norm_input: bool, surrogate_kind: int,
+                      surrogate_params: List[float], sigma: Optional[Tensor], alpha_grad: bool
+                      ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Returns (grad of u, grad of v0, per-neuron (B, F) grad of alpha or empty)."""
+    return backend_ops(u.device).membrane_backward(
+        g_out, g_wrec, g_vfinal, v, u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
+        max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params, sigma, alpha_grad)
+
+
+@membrane_backward.register_fake
+def _(g_out, g_wrec, g_vfinal, v, u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
+      max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params, sigma, alpha_grad):
+    B, T, F = u.shape
+    st = state_dtype(u.dtype)
+    return (
+        torch.empty_like(u, memory_format=torch.contiguous_format),
+        _empty(u, st, B, F),
+        _empty(u, st, B, F) if alpha_grad else _empty(u, st, 0),
+    )
+
+
+def reduce_param_grad(per_neuron: Tensor, param: Tensor) -> Tensor:
+    """Sum a (B, F) per-neuron gradient into the parameter's (1,) or (F,) shape."""
+    total = per_neuron.sum(0)
+    return total.sum().reshape(param.shape) if param.numel() == 1 else total.reshape(param.shape)
+
+
+def membrane_saved_v(out: Tensor, v_pre: Tensor, spike_kind: int) -> Tensor:
+    """The membrane trajectory backward needs: saved separately, or the ExpLeak output itself."""
+    return v_pre if (spike_kind != 0 or v_pre.numel() or out.numel() == 0) else out
+
+
+def _membrane_setup(ctx, inputs, output):
+    (u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
+     norm_input, surrogate_kind, surrogate_params, save_v, record) = inputs
+    out, v_pre, _, _ = output
+    if not save_v:
+        ctx.v_missing = True
+        ctx.save_for_backward(u, v0, alpha, threshold, subtract, min_v)
+    else:
+        ctx.v_missing = False
+        ctx.save_for_backward(membrane_saved_v(out, v_pre, spike_kind), u, v0, alpha, threshold,
+                              subtract, min_v)
+    ctx.config = (reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind,
+                  list(surrogate_params))
+
+
+def _membrane_backward(ctx, g_out, g_vpre, g_wrec, g_vfinal):
+    if ctx.v_missing:
+        raise RuntimeError("exodus_jit::membrane was called with save_v=False, so it cannot be differentiated")
+    v, u, v0, alpha, threshold, subtract, min_v = ctx.saved_tensors
+    reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, params = ctx.config
+    if g_out is None:
+        g_out = torch.zeros_like(u)
+    alpha_grad = ctx.needs_input_grad[2]
+    g_u, g_v0, g_alpha = membrane_backward(
+        g_out, g_wrec, g_vfinal, v, u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
+        max_spikes, reset_kind, norm_input, surrogate_kind, params, None, alpha_grad)
+    g_alpha = reduce_param_grad(g_alpha, alpha) if alpha_grad else None
+    return (g_u, g_v0, g_alpha) + (None,) * 12
+
+
+membrane.register_autograd(_membrane_backward, setup_context=_membrane_setup)
+
+
+# --------------------------------------------------------------------------------------------
+# synaptic_current: i_t = alpha * (i_{t-1} + x_t)
+
+
+@torch.library.custom_op(f"{LIB}::synaptic_current", mutates_args=())
+def synaptic_current(x: Tensor, i0: Tensor, alpha: Tensor) -> Tuple[Tensor, Tensor]:
+    """Returns (all currents (B, T, F), last current (B, F)), in the state dtype."""
+    return backend_ops(x.device).synaptic_forward(x, i0, alpha)
+
+
+@synaptic_current.register_fake
+def _(x, i0, alpha):
+    B, T, F = x.shape
+    st = state_dtype(x.dtype)
+    return _empty(x, st, B, T, F), _empty(x, st, B, F)
+
+
+@torch.library.custom_op(f"{LIB}::synaptic_current_backward", mutates_args=())
+def synaptic_current_backward(g_i: Tensor, g_final: Optional[Tensor], i_all: Tensor, x: Tensor,
+                              i0: Tensor, alpha: Tensor, alpha_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    return backend_ops(x.device).synaptic_backward(g_i, g_final, i_all, x, i0, alpha, alpha_grad)
+
+
+@synaptic_current_backward.register_fake
+def _(g_i, g_final, i_all, x, i0, alpha, alpha_grad):
+    B, T, F = x.shape
+    st = state_dtype(x.dtype)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format), _empty(x, st, B, F),
+            _empty(x, st, B, F) if alpha_grad else _empty(x, st, 0))
+
+
+def _synaptic_setup(ctx, inputs, output):
+    x, i0, alpha = inputs
+    ctx.save_for_backward(output[0], x, i0, alpha)
+
+
+def _synaptic_backward(ctx, g_i, g_final):
+    i_all, x, i0, alpha = ctx.saved_tensors
+    if g_i is None:
+        g_i = torch.zeros_like(i_all)
+    alpha_grad = ctx.needs_input_grad[2]
+    g_x, g_i0, g_alpha = synaptic_current_backward(g_i, g_final, i_all, x, i0, alpha, alpha_grad)
+    return g_x, g_i0, reduce_param_grad(g_alpha, alpha) if alpha_grad else None
+
+
+synaptic_current.register_autograd(_synaptic_backward, setup_context=_synaptic_setup)

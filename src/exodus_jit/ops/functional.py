@@ -1,0 +1,247 @@
+"""Functional face of the ops: argument checks, shapes, parameters, backend choice.
+
+Tensors come in the sinabs layout: data (B, T, *F), states (B, *F); parameters are numbers or
+tensors broadcastable to the neuron shape F. The kernels never see more than (B, T, F').
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from . import _registry, reference
+from ._config import RESET_NAMES, SPIKE_NAMES, ResetKind, SpikeKind, Surrogate, SurrogateKind, SurrogateLike
+
+Number = Union[int, float]
+ParamLike = Union[Number, Tensor]
+BACKENDS = ("kernels", "reference")
+_backend_override: Optional[str] = None
+
+
+def set_backend(name: Optional[str]) -> None:
+    """Choose 'kernels' (compiled CPU/CUDA, the default) or 'reference' (pure PyTorch) for all
+    ops; None returns to the EXODUS_JIT_BACKEND environment variable's choice."""
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    global _backend_override
+    _backend_override = name
+
+
+def get_backend() -> str:
+    name = _backend_override or os.environ.get("EXODUS_JIT_BACKEND", "kernels")
+    if name not in BACKENDS:
+        raise ValueError(f"EXODUS_JIT_BACKEND must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+@dataclass
+class MembraneOutput:
+    """output: spikes (or the membrane, for spike='none'), (B, T, *F), in the input's dtype.
+    v_final: the state after the last step, (B, *F). v_rec: the state after every step
+    (B, T, *F), only with record_states=True."""
+
+    output: Tensor
+    v_final: Tensor
+    v_rec: Optional[Tensor]
+
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _check_data(name: str, x: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    if x.dim() < 2:
+        raise ValueError(f"{name} must be (batch, time, *features), got shape {tuple(x.shape)}")
+
+
+def _check_state(name: str, state: Tensor, x: Tensor) -> Tensor:
+    expected = (x.shape[0], *x.shape[2:])
+    if not isinstance(state, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(state).__name__}")
+    if tuple(state.shape) != expected:
+        raise ValueError(f"{name} must have shape (batch, *features) = {expected}, got {tuple(state.shape)}")
+    if state.device != x.device:
+        raise ValueError(f"{name} is on {state.device} but the input is on {x.device}")
+    if not state.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got {state.dtype}")
+    return state.reshape(x.shape[0], -1).to(_registry.state_dtype(x.dtype))
+
+
+def _feature_param(name: str, value: ParamLike, x: Tensor) -> Tensor:
+    """A number or tensor broadcastable to the neuron shape -> (1,) or (F',) in the state dtype.
+
+    Differentiable (expand + reshape), so gradients reach tensors that require them.
+    """
+    dtype = _registry.state_dtype(x.dtype)
+    features = tuple(x.shape[2:])
+    if not isinstance(value, Tensor):
+        if not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
+        return torch.full((1,), float(value), dtype=dtype, device=x.device)
+    if value.device != x.device and value.numel() != 1:
+        raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
+    if not value.is_floating_point():
+        value = value.to(dtype)
+    value = value.to(device=x.device, dtype=dtype)
+    if value.numel() == 1:
+        return value.reshape(1)
+    try:
+        expanded = value.expand(features) if value.dim() <= len(features) else None
+    except RuntimeError:
+        expanded = None
+    if expanded is None:
+        raise ValueError(f"{name} of shape {tuple(value.shape)} does not broadcast to the neuron shape {features}")
+    return expanded.reshape(-1)
+
+
+def _is_eager_cpu(t: Tensor) -> bool:
+    # Value checks read tensor contents: free on the CPU, a device sync on a GPU, and a graph
+    # break under torch.compile; so they run only for eager CPU tensors.
+    return t.device.type == "cpu" and not torch.compiler.is_compiling() and not isinstance(t, torch._subclasses.FakeTensor)
+
+
+def _check_alpha(name: str, alpha: Tensor) -> None:
+    if _is_eager_cpu(alpha) and bool(((alpha < 0) | (alpha > 1) | torch.isnan(alpha)).any()):
+        raise ValueError(f"{name} must lie in [0, 1] (alpha = exp(-1/tau)), got values outside")
+
+
+def _surrogate_args(surrogate: SurrogateLike) -> Tuple[int, list]:
+    if isinstance(surrogate, Surrogate):
+        return int(surrogate.kind), list(surrogate.params)
+    if callable(surrogate):
+        return int(SurrogateKind.GIVEN), []
+    raise TypeError(f"surrogate must be an exodus_jit Surrogate or a callable f(v_mem, threshold), got {surrogate!r}")
+
+
+def membrane(u: Tensor, v0: Tensor, alpha: ParamLike, threshold: ParamLike = 1.0, *,
+             spike: Union[str, SpikeKind] = "multi", max_spikes: Optional[int] = None,
+             reset: Union[str, ResetKind] = "subtract", subtract_value: Optional[ParamLike] = None,
+             reset_value: float = 0.0, min_v_mem: Optional[ParamLike] = None, norm_input: bool = False,
+             surrogate: SurrogateLike = Surrogate.single_exponential(),
+             record_states: bool = False) -> MembraneOutput:
+    """Membrane dynamics of IAF/LIF (spiking) and ExpLeak (spike='none') over all time steps.
+
+    v_t = alpha * w_{t-1} + u_t (times 1 - alpha with norm_input); spikes from v_t by `spike`;
+    reset by `reset`; w_t clipped below at min_v_mem. See DESIGN.md, "Dynamics".
+
+    Args:
+        u: input current (B, T, *F).
+        v0: membrane state before the first step (B, *F).
+        alpha: decay per step, exp(-1/tau_mem); 1 for IAF.
+        threshold: spike threshold.
+        spike: 'multi', 'single', 'max' (with max_spikes) or 'none' (ExpLeak: output is v).
+        reset: 'subtract' (subtract_value, default the threshold) or 'to_value' (reset_value).
+        min_v_mem: lower bound of the membrane after reset, or None.
+        norm_input: scale the input by 1 - alpha.
+        surrogate: a built-in Surrogate (evaluated in the kernels) or a callable f(v, threshold).
+        record_states: also return the state after every step.
+    """
+    _check_data("input", u)
+    spike_kind = SPIKE_NAMES[spike] if isinstance(spike, str) else SpikeKind(spike)
+    reset_kind = RESET_NAMES[reset] if isinstance(reset, str) else ResetKind(reset)
+    if spike_kind == SpikeKind.MAX:
+        if max_spikes is None:
+            spike_kind = SpikeKind.MULTI  # sinabs' MaxSpike(None) is MultiSpike
+        elif int(max_spikes) < 1:
+            raise ValueError(f"max_spikes must be at least 1, got {max_spikes}")
+    B, T = u.shape[0], u.shape[1]
+    features = tuple(u.shape[2:])
+    state = _check_state("v0", v0, u)
+    alpha_t = _feature_param("alpha", alpha, u)
+    _check_alpha("alpha", alpha_t)
+    threshold_t = _feature_param("threshold", threshold, u)
+    subtract_t = threshold_t if subtract_value is None else _feature_param("subtract_value", subtract_value, u)
+    min_v_t = None if min_v_mem is None else _feature_param("min_v_mem", min_v_mem, u)
+    if spike_kind != SpikeKind.NONE and _is_eager_cpu(threshold_t):
+        if bool((threshold_t <= 0).any()):
+            raise ValueError("threshold must be positive")
+        if min_v_t is not None and bool((threshold_t <= min_v_t).any()):
+            raise ValueError("threshold must be above min_v_mem")
+    surrogate_kind, surrogate_params = _surrogate_args(surrogate)
+    u3 = u.reshape(B, T, -1)
+
+    if get_backend() == "reference":
+        out, w_rec, v_final = reference.membrane(
+            u3, state, alpha_t, threshold_t, subtract_t, min_v_t, float(reset_value), spike_kind,
+            int(max_spikes or 0), reset_kind, norm_input, surrogate, record_states)
+    else:
+        config = (float(reset_value), int(spike_kind), int(max_spikes or 0), int(reset_kind), bool(norm_input))
+        if surrogate_kind == SurrogateKind.GIVEN and spike_kind != SpikeKind.NONE:
+            out, w_rec, v_final = _MembraneGivenSurrogate.apply(
+                u3, state, alpha_t, threshold_t, subtract_t, min_v_t, config, surrogate, record_states)
+        else:
+            save_v = torch.is_grad_enabled() and any(
+                t.requires_grad for t in (u3, state, alpha_t))
+            out, _, w_rec, v_final = _registry.membrane(
+                u3, state, alpha_t, threshold_t, subtract_t, min_v_t, *config, surrogate_kind,
+                surrogate_params, save_v, record_states)
+        if not record_states:
+            w_rec = None
+    return MembraneOutput(
+        output=out.reshape(u.shape),
+        v_final=v_final.reshape((B, *features)),
+        v_rec=None if w_rec is None else w_rec.reshape(u.shape),
+    )
+
+
+class _MembraneGivenSurrogate(torch.autograd.Function):
+    """The kernels with a surrogate callable: backward evaluates it in PyTorch on the saved
+    membrane and hands the values to the backward kernel."""
+
+    @staticmethod
+    def forward(ctx, u, v0, alpha, threshold, subtract, min_v, config, surrogate_fn, record):
+        out, v_pre, w_rec, v_final = _registry.membrane(
+            u, v0, alpha, threshold, subtract, min_v, *config, int(SurrogateKind.GIVEN), [], True, record)
+        ctx.save_for_backward(v_pre, u, v0, alpha, threshold, subtract, min_v)
+        ctx.config, ctx.surrogate_fn = config, surrogate_fn
+        return out, w_rec, v_final
+
+    @staticmethod
+    def backward(ctx, g_out, g_wrec, g_vfinal):
+        v, u, v0, alpha, threshold, subtract, min_v = ctx.saved_tensors
+        with torch.no_grad():
+            sigma = ctx.surrogate_fn(v, threshold).to(v.dtype).expand_as(v).contiguous()
+        alpha_grad = ctx.needs_input_grad[2]
+        g_u, g_v0, g_alpha = _registry.membrane_backward(
+            g_out.contiguous() if g_out is not None else torch.zeros_like(u),
+            g_wrec if g_wrec is not None and g_wrec.numel() else None,
+            g_vfinal, v, u, v0, alpha, threshold, subtract, min_v, *ctx.config,
+            int(SurrogateKind.GIVEN), [], sigma, alpha_grad)
+        g_alpha = _registry.reduce_param_grad(g_alpha, alpha) if alpha_grad else None
+        return g_u, g_v0, g_alpha, None, None, None, None, None, None
+
+
+def synaptic_current(x: Tensor, i0: Tensor, alpha: ParamLike) -> Tuple[Tensor, Tensor]:
+    """Synaptic current i_t = alpha * (i_{t-1} + x_t) over all steps, as sinabs' tau_syn.
+
+    Args:
+        x: input (B, T, *F).
+        i0: current before the first step (B, *F).
+        alpha: decay per step, exp(-1/tau_syn).
+
+    Returns:
+        (i for every step (B, T, *F), i after the last step (B, *F)), in the state dtype
+        (float32, or float64 for float64 input).
+    """
+    _check_data("input", x)
+    B, T = x.shape[0], x.shape[1]
+    features = tuple(x.shape[2:])
+    state = _check_state("i0", i0, x)
+    alpha_t = _feature_param("alpha_syn", alpha, x)
+    _check_alpha("alpha_syn", alpha_t)
+    x3 = x.reshape(B, T, -1)
+    if get_backend() == "reference":
+        i_all, i_final = reference.synaptic_current(x3, state, alpha_t)
+    else:
+        i_all, i_final = _registry.synaptic_current(x3, state, alpha_t)
+    return i_all.reshape(x.shape), i_final.reshape((B, *features))
+
+
+__all__ = ["MembraneOutput", "membrane", "synaptic_current", "set_backend", "get_backend"]
