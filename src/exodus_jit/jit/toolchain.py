@@ -81,18 +81,24 @@ def _nvcc_in(home: Optional[str]) -> Optional[str]:
 def _home_behind_nvcc(nvcc: str) -> Optional[str]:
     """The toolkit an `nvcc` really runs, also when it is a wrapper script or a symlink.
 
-    `nvcc --dryrun` prints the folder of the real driver (`_HERE_=/usr/local/cuda-13.0/bin`),
-    which is what a wrapper such as `exec /usr/local/cuda-13.0/bin/nvcc "$@"` hides.
+    `nvcc --dryrun` of a compile prints the folder of the real driver
+    (`_HERE_=/usr/local/cuda-13.0/bin`), which a wrapper such as
+    `exec /usr/local/cuda-13.0/bin/nvcc "$@"` hides from a look at the path alone.
     """
-    out = _run([nvcc, "--dryrun", "--version"]) or _run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull])
-    if out:
-        match = re.search(r"_HERE_=(\S+)", out)
-        if match:
-            home = Path(match.group(1)).resolve().parent
-            if _nvcc_in(str(home)):
-                return str(home)
-    real = Path(nvcc).resolve()
-    home = real.parent.parent
+    out = _run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull]) or ""
+    match = re.search(r"_HERE_=(\S+)", out)
+    if match:
+        home = Path(match.group(1)).resolve().parent
+        if _nvcc_in(str(home)):
+            return str(home)
+    try:  # a wrapper script naming the real nvcc
+        text = Path(nvcc).read_text(errors="ignore")[:4096]
+        match = re.search(r"(/\S+)/bin/nvcc\b", text)
+        if match and _nvcc_in(match.group(1)):
+            return str(Path(match.group(1)).resolve())
+    except OSError:
+        pass
+    home = Path(nvcc).resolve().parent.parent
     return str(home) if _nvcc_in(str(home)) else None
 
 

@@ -1,0 +1,31 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+HAS_CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+
+# Devices every numerical test runs on: the CPU always, CUDA where a GPU is present.
+DEVICES = ["cpu", pytest.param("cuda", marks=[needs_cuda, pytest.mark.cuda])]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def kernels_backend():
+    """Run the test on the compiled kernels, whatever EXODUS_JIT_BACKEND says."""
+    from exodus_jit import ops
+
+    ops.set_backend("kernels")
+    yield
+    ops.set_backend(None)

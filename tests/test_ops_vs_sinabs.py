@@ -1,0 +1,89 @@
+"""The kernels against sinabs BPTT over the full option matrix (DESIGN.md "Conformance")."""
+
+import itertools
+
+import pytest
+import torch
+from sinabs.activation import (
+    Gaussian, Heaviside, MaxSpike, MembraneReset, MembraneSubtract, MultiGaussian, MultiSpike,
+    PeriodicExponential, SingleExponential, SingleSpike,
+)
+
+from conftest import DEVICES
+from oracle import Config, make_inputs, rel_err, run_exodus, run_sinabs
+
+SPIKE_FNS = {"multi": MultiSpike, "single": SingleSpike, "max2": MaxSpike(2)}
+RESET_FNS = {
+    "subtract": MembraneSubtract(),
+    "subtract0.5": MembraneSubtract(subtract_value=0.5),
+    "reset0": MembraneReset(),
+    "reset0.3": MembraneReset(reset_value=0.3),
+}
+SURROGATES = {
+    "sexp": SingleExponential(),
+    "pexp": PeriodicExponential(grad_width=0.7, grad_scale=0.9),
+    "heavi": Heaviside(window=0.5),
+    "gauss": Gaussian(mu=0.1, sigma=0.4, grad_scale=1.1),
+    "mgauss": MultiGaussian(),
+}
+
+MATRIX = list(itertools.product(SPIKE_FNS, RESET_FNS, SURROGATES, [None, -0.5], [None, 5.0], [False, True], [False, True]))
+
+
+def assert_same(cfg: Config, shape, device="cpu", dtype=torch.float32):
+    x, v0, i0, weights = make_inputs(shape, cfg, device, dtype)
+    ref = run_sinabs(cfg, x, v0, i0, weights)
+    got = run_exodus(cfg, x, v0, i0, weights)
+    assert torch.equal(got.out, ref.out.to(got.out.dtype)), "outputs differ"
+    assert torch.equal(got.v_rec, ref.v_rec), "recorded states differ"
+    assert torch.equal(got.v_final, ref.v_final), "final states differ"
+    if ref.i_final is not None:
+        assert torch.equal(got.i_final, ref.i_final)
+    assert set(got.grads) == set(ref.grads)
+    for name, g_ref in ref.grads.items():
+        bound = 1e-4 if name.startswith("alpha") else 1e-5
+        assert rel_err(got.grads[name], g_ref) < bound, f"grad of {name}: {rel_err(got.grads[name], g_ref):.2e}"
+    return ref
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("spike,reset,surrogate,min_v,tau_syn,norm_input,alpha_grad", MATRIX)
+def test_spiking_matrix(device, spike, reset, surrogate, min_v, tau_syn, norm_input, alpha_grad, kernels_backend):
+    cfg = Config(SPIKE_FNS[spike], RESET_FNS[reset], SURROGATES[surrogate], min_v, tau_syn, norm_input, alpha_grad)
+    ref = assert_same(cfg, (3, 24, 7), device)
+    assert ref.out.abs().sum() > 0, "the inputs should make neurons spike"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("min_v", [None, -0.2])
+@pytest.mark.parametrize("norm_input", [False, True])
+@pytest.mark.parametrize("alpha_grad", [False, True])
+def test_expleak(device, min_v, norm_input, alpha_grad, kernels_backend):
+    assert_same(Config(min_v=min_v, norm_input=norm_input, alpha_grad=alpha_grad), (3, 30, 5), device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(1, 1, 4), (2, 1, 3), (1, 40, 1), (2, 9, 3, 4, 5), (4, 17)])
+def test_shapes(device, shape, kernels_backend):
+    cfg = Config(MultiSpike, MembraneSubtract(), SingleExponential(), min_v=-1.0, tau_syn=3.0)
+    assert_same(cfg, shape, device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_iaf_alpha_one(device, kernels_backend):
+    cfg = Config(MultiSpike, MembraneSubtract(), SingleExponential(), alpha_mem=1.0, alpha_grad=False)
+    assert_same(cfg, (2, 50, 6), device)
+
+
+class HalfWidthExponential:
+    """A surrogate sinabs does not ship: runs through the PyTorch-evaluated path."""
+
+    def __call__(self, v_mem, spike_threshold):
+        return torch.exp(-torch.abs(v_mem - spike_threshold) * 2.0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reset", ["subtract", "reset0"])
+def test_custom_surrogate_callable(device, reset, kernels_backend):
+    cfg = Config(MultiSpike, RESET_FNS[reset], HalfWidthExponential(), min_v=-0.5, tau_syn=4.0)
+    assert_same(cfg, (2, 20, 6), device)
