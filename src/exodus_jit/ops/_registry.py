@@ -96,6 +96,7 @@ def _membrane_setup(ctx, inputs, output):
     (u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
      norm_input, surrogate_kind, surrogate_params, save_v, record) = inputs
     out, v_pre, _, _ = output
+    ctx.set_materialize_grads(False)  # unused outputs get None, not zero tensors to read
     if not save_v:
         ctx.v_missing = True
         ctx.save_for_backward(u, v0, alpha, threshold, subtract, min_v)
@@ -114,6 +115,8 @@ def _membrane_backward(ctx, g_out, g_vpre, g_wrec, g_vfinal):
     reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, params = ctx.config
     if g_out is None:
         g_out = torch.zeros_like(u)
+    if g_wrec is not None and g_wrec.numel() == 0:
+        g_wrec = None
     alpha_grad = ctx.needs_input_grad[2]
     g_u, g_v0, g_alpha = membrane_backward(
         g_out, g_wrec, g_vfinal, v, u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
@@ -158,6 +161,7 @@ def _(g_i, g_final, i_all, x, i0, alpha, alpha_grad):
 
 def _synaptic_setup(ctx, inputs, output):
     x, i0, alpha = inputs
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(output[0], x, i0, alpha)
 
 

@@ -71,7 +71,14 @@ def _check_state(name: str, state: Tensor, x: Tensor) -> Tensor:
         raise ValueError(f"{name} is on {state.device} but the input is on {x.device}")
     if not state.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got {state.dtype}")
-    return state.reshape(x.shape[0], -1).to(_registry.state_dtype(x.dtype))
+    return state.reshape(x.shape[0], _num_features(x)).to(_registry.state_dtype(x.dtype))
+
+
+def _num_features(x: Tensor) -> int:
+    n = 1
+    for size in x.shape[2:]:
+        n *= size
+    return n
 
 
 def _feature_param(name: str, value: ParamLike, x: Tensor) -> Tensor:
@@ -165,7 +172,7 @@ def membrane(u: Tensor, v0: Tensor, alpha: ParamLike, threshold: ParamLike = 1.0
         if min_v_t is not None and bool((threshold_t <= min_v_t).any()):
             raise ValueError("threshold must be above min_v_mem")
     surrogate_kind, surrogate_params = _surrogate_args(surrogate)
-    u3 = u.reshape(B, T, -1)
+    u3 = u.reshape(B, T, _num_features(u))
 
     if get_backend() == "reference":
         out, w_rec, v_final = reference.membrane(
@@ -236,7 +243,7 @@ def synaptic_current(x: Tensor, i0: Tensor, alpha: ParamLike) -> Tuple[Tensor, T
     state = _check_state("i0", i0, x)
     alpha_t = _feature_param("alpha_syn", alpha, x)
     _check_alpha("alpha_syn", alpha_t)
-    x3 = x.reshape(B, T, -1)
+    x3 = x.reshape(B, T, _num_features(x))
     if get_backend() == "reference":
         i_all, i_final = reference.synaptic_current(x3, state, alpha_t)
     else:

@@ -1,0 +1,234 @@
+"""The ops against the pure-PyTorch reference: dtypes, shapes, strides, parameters, torch
+integration (opcheck, torch.compile), errors."""
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from conftest import DEVICES
+from exodus_jit import ops
+from exodus_jit.ops import Surrogate
+from oracle import rel_err
+
+SURROGATES = [Surrogate.single_exponential(), Surrogate.periodic_exponential(), Surrogate.heaviside(),
+              Surrogate.gaussian(), Surrogate.multi_gaussian()]
+
+
+def run_both(u, v0, alpha, threshold, **kwargs):
+    """(kernels result, reference result, kernel grads, reference grads) for one membrane call."""
+    results, grads = [], []
+    for backend in ("kernels", "reference"):
+        ops.set_backend(backend)
+        try:
+            leaves = [t.detach().clone().requires_grad_() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+                      for t in (u, v0, alpha)]
+            r = ops.membrane(leaves[0], leaves[1], leaves[2], threshold, record_states=True, **kwargs)
+            weights = torch.linspace(-1, 1, r.output.numel(), dtype=torch.float64).reshape(r.output.shape)
+            loss = (r.output.double() * weights).sum() + r.v_final.double().sum() + 0.1 * r.v_rec.double().sum()
+            wrt = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+            grads.append(torch.autograd.grad(loss, wrt) if loss.requires_grad else ())
+            results.append(r)
+        finally:
+            ops.set_backend(None)
+    return results[0], results[1], grads[0], grads[1]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: s.kind.name)
+def test_float64_matches_reference(device, surrogate):
+    u = torch.randn(3, 20, 6, dtype=torch.float64, device=device) * 2
+    v0 = torch.rand(3, 6, dtype=torch.float64, device=device)
+    alpha = torch.full((6,), 0.8, dtype=torch.float64, device=device)
+    got, ref, g_got, g_ref = run_both(u, v0, alpha, 1.0, min_v_mem=-0.5, surrogate=surrogate)
+    assert torch.equal(got.output, ref.output) and torch.equal(got.v_rec, ref.v_rec)
+    for a, b in zip(g_got, g_ref):
+        assert rel_err(a, b) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_types_keep_float32_state(device, dtype):
+    u = (torch.randn(2, 30, 8, device=device) * 2).to(dtype)
+    v0 = torch.zeros(2, 8, device=device)
+    got, ref, g_got, g_ref = run_both(u, v0, torch.tensor(0.9, device=device), 1.0, norm_input=False)
+    assert got.output.dtype == dtype and got.v_final.dtype == torch.float32
+    assert torch.equal(got.output, ref.output) and torch.equal(got.v_rec, ref.v_rec)
+    for a, b in zip(g_got, g_ref):
+        assert rel_err(a, b) < 1e-2  # the input gradient is rounded to the input's half type
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_non_contiguous_and_per_feature_params(device):
+    base = torch.randn(20, 3, 2, 5, device=device) * 2  # (T, B, C, N) -> (B, T, C, N) view
+    u = base.permute(1, 0, 2, 3)
+    assert not u.is_contiguous()
+    v0 = torch.rand(3, 2, 5, device=device)
+    alpha = torch.rand(2, 1, device=device) * 0.5 + 0.5  # per channel, broadcast over N
+    threshold = torch.rand(2, 5, device=device) + 0.5  # per neuron
+    got, ref, g_got, g_ref = run_both(u, v0, alpha, threshold, subtract_value=0.7)
+    assert torch.equal(got.output, ref.output) and torch.equal(got.v_final, ref.v_final)
+    assert g_got[2].shape == alpha.shape
+    for a, b in zip(g_got, g_ref):
+        assert rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_expanded_grad_output(device):
+    """grad of .sum() arrives as a stride-0 tensor; the kernels read it without copying."""
+    u = (torch.randn(2, 10, 4, device=device) * 2).requires_grad_()
+    out = ops.membrane(u, torch.zeros(2, 4, device=device), 0.9).output
+    out.sum().backward()
+    u_ref = u.detach().clone().requires_grad_()
+    ops.set_backend("reference")
+    try:
+        ops.membrane(u_ref, torch.zeros(2, 4, device=device), 0.9).output.sum().backward()
+    finally:
+        ops.set_backend(None)
+    assert rel_err(u.grad, u_ref.grad) < 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradient_through_two_calls(device):
+    """The final state of one call seeds the next; gradients cross the boundary."""
+    x = (torch.randn(2, 16, 5, device=device) * 2).requires_grad_()
+
+    def two_calls():
+        first = ops.membrane(x[:, :8], torch.zeros(2, 5, device=device), 0.9, min_v_mem=-1.0)
+        second = ops.membrane(x[:, 8:], first.v_final, 0.9, min_v_mem=-1.0)
+        return torch.cat([first.output, second.output], 1)
+
+    whole = ops.membrane(x, torch.zeros(2, 5, device=device), 0.9, min_v_mem=-1.0).output
+    weights = torch.randn_like(whole)
+    (g_whole,) = torch.autograd.grad((whole * weights).sum(), x)
+    split = two_calls()
+    (g_split,) = torch.autograd.grad((split * weights).sum(), x)
+    assert torch.equal(whole, split)
+    assert rel_err(g_split, g_whole) < 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_synaptic_current_matches_reference(device):
+    x = torch.randn(3, 25, 4, device=device, dtype=torch.float64, requires_grad=True)
+    i0 = torch.rand(3, 4, device=device, dtype=torch.float64, requires_grad=True)
+    alpha = torch.rand(4, device=device, dtype=torch.float64).requires_grad_()
+    i_all, i_final = ops.synaptic_current(x, i0, alpha)
+    grads = torch.autograd.grad((i_all * i_all).sum() + i_final.sum(), (x, i0, alpha))
+    i_all_ref, i_final_ref = ops.reference.synaptic_current(x, i0, alpha)
+    grads_ref = torch.autograd.grad((i_all_ref * i_all_ref).sum() + i_final_ref.sum(), (x, i0, alpha))
+    assert torch.equal(i_all, i_all_ref) and torch.equal(i_final, i_final_ref)
+    for a, b in zip(grads, grads_ref):
+        assert rel_err(a, b) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(0, 5, 3), (2, 0, 3), (2, 5, 0)])
+def test_empty_tensors(device, shape):
+    u = torch.randn(shape, device=device, requires_grad=True)
+    v0 = torch.rand(shape[0], shape[2], device=device)
+    r = ops.membrane(u, v0, 0.9, record_states=True)
+    assert r.output.shape == shape and r.v_rec.shape == shape
+    assert torch.equal(r.v_final, v0)  # no steps: the state stays
+    r.output.sum().backward()
+    assert u.grad.shape == shape
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 3), steps=st.integers(1, 12), features=st.integers(1, 9),
+    alpha=st.floats(0.0, 1.0), threshold=st.floats(0.1, 3.0), scale=st.floats(0.1, 5.0),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    spike=st.sampled_from(["multi", "single", "max", "none"]),
+    reset=st.sampled_from(["subtract", "to_value"]),
+    min_v=st.one_of(st.none(), st.floats(-2.0, 0.0)),
+    norm_input=st.booleans(),
+    surrogate=st.sampled_from(SURROGATES),
+)
+def test_property_kernels_equal_reference(batch, steps, features, alpha, threshold, scale, dtype, spike,
+                                          reset, min_v, norm_input, surrogate):
+    u = torch.randn(batch, steps, features, dtype=dtype) * scale
+    v0 = torch.randn(batch, features, dtype=dtype) * 0.3
+    got, ref, g_got, g_ref = run_both(
+        u, v0, torch.tensor(alpha, dtype=dtype), threshold, spike=spike, max_spikes=2, reset=reset,
+        reset_value=0.1, min_v_mem=min_v, norm_input=norm_input, surrogate=surrogate)
+    assert torch.equal(got.output, ref.output)
+    assert torch.equal(got.v_rec, ref.v_rec) and torch.equal(got.v_final, ref.v_final)
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    for a, b in zip(g_got, g_ref):
+        assert rel_err(a, b) < tol
+
+
+def _membrane_args(device, requires_grad=True):
+    u = (torch.randn(2, 6, 3, device=device) * 2).requires_grad_(requires_grad)
+    v0 = torch.rand(2, 3, device=device).requires_grad_(requires_grad)
+    alpha = torch.full((3,), 0.9, device=device).requires_grad_(requires_grad)
+    one = torch.ones(1, device=device)
+    return (u, v0, alpha, one, one, -one, 0.0, 1, 0, 0, True, 1, [0.5, 1.0], True, True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_membrane(device):
+    ops.membrane(torch.zeros(1, 1, 1, device=device), torch.zeros(1, 1, device=device), 0.9)  # build first
+    torch.library.opcheck(torch.ops.exodus_jit.membrane.default, _membrane_args(device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_synaptic_current(device):
+    args = (torch.randn(2, 6, 3, device=device, requires_grad=True), torch.rand(2, 3, device=device, requires_grad=True),
+            torch.full((1,), 0.7, device=device, requires_grad=True))
+    torch.library.opcheck(torch.ops.exodus_jit.synaptic_current.default, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_backward_ops(device):
+    u, v0, alpha, one, _, minus_one, *_ = _membrane_args(device, requires_grad=False)
+    v = torch.randn_like(u)
+    args = (torch.randn_like(u), None, torch.randn_like(v0), v, u, v0, alpha, one, one, minus_one, 0.0, 1, 0, 0,
+            True, 1, [0.5, 1.0], None, True)
+    torch.library.opcheck(torch.ops.exodus_jit.membrane_backward.default, args)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph_equals_eager(device):
+    def step(x, v0, alpha):
+        i_all, _ = ops.synaptic_current(x, v0, 0.8)
+        r = ops.membrane(i_all, v0, alpha, 1.0, min_v_mem=-1.0, norm_input=True)
+        return r.output, r.v_final
+
+    x = (torch.randn(2, 12, 5, device=device) * 4).requires_grad_()
+    v0 = torch.zeros(2, 5, device=device)
+    alpha = torch.tensor(0.9, device=device, requires_grad=True)
+    compiled = torch.compile(step, fullgraph=True)
+    out_c, v_c = compiled(x, v0, alpha)
+    out_e, v_e = step(x, v0, alpha)
+    assert torch.equal(out_c, out_e) and torch.equal(v_c, v_e)
+    g_c = torch.autograd.grad((out_c * out_c).sum() + v_c.sum(), (x, alpha))
+    g_e = torch.autograd.grad((out_e * out_e).sum() + v_e.sum(), (x, alpha))
+    for a, b in zip(g_c, g_e):
+        assert rel_err(a, b) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: ops.membrane(torch.zeros(3), torch.zeros(3), 0.9), ValueError, "batch, time"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4, dtype=torch.int32), torch.zeros(2, 4), 0.9), TypeError, "float32"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 5), 0.9), ValueError, "v0 must have shape"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 1.5), ValueError, r"alpha must lie in \[0, 1\]"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), torch.full((3,), 0.5)), ValueError, "does not broadcast"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 0.9, 1.0, min_v_mem=2.0), ValueError, "above min_v_mem"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 0.9, -1.0), ValueError, "threshold must be positive"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 0.9, spike="max", max_spikes=0), ValueError, "max_spikes"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 0.9, surrogate="fast"), TypeError, "surrogate"),
+        (lambda: ops.synaptic_current(torch.zeros(2, 3, 4), torch.zeros(3, 4), 0.5), ValueError, "i0 must have shape"),
+    ],
+)
+def test_bad_input_is_a_clear_error(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_parameters_on_another_device_are_refused():
+    with pytest.raises(ValueError, match="is on"):
+        ops.membrane(torch.zeros(2, 3, 4, device="cuda"), torch.zeros(2, 4), 0.9)
