@@ -107,8 +107,9 @@ def find_cuda_home() -> Optional[str]:
     """Resolve the CUDA toolkit: $CUDA_HOME / $CUDA_PATH, nvcc on PATH, /usr/local/cuda."""
     for var in ("CUDA_HOME", "CUDA_PATH"):
         home = os.environ.get(var)
-        if _nvcc_in(home):
-            return str(Path(home).resolve())
+        if home:
+            # An explicit choice is honoured or reported, never silently replaced by a guess.
+            return str(Path(home).resolve()) if _nvcc_in(home) else None
     nvcc = shutil.which("nvcc")
     if nvcc:
         home = _home_behind_nvcc(nvcc)
@@ -214,7 +215,7 @@ def normalize_archs(archs: List[str]) -> Tuple[str, ...]:
         if not re.fullmatch(r"\d+\.\d+a?", text):
             raise ValueError(f"unrecognised GPU architecture {arch!r}; use e.g. 9.0 or sm_90")
         result.add(text + ("+PTX" if ptx else ""))
-    return tuple(sorted(result, key=lambda a: tuple(int(p) for p in re.findall(r"\d+", a))))
+    return tuple(sorted(result, key=lambda a: (tuple(int(p) for p in re.findall(r"\d+", a)), a.endswith("+PTX"))))
 
 
 def default_cuda_archs() -> Tuple[str, ...]:
