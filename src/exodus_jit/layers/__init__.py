@@ -1,0 +1,256 @@
+"""sinabs-compatible layers running on exodus-jit's kernels.
+
+Each class subclasses its sinabs counterpart (so `isinstance`, state handling, `reset_states`,
+`arg_dict`, deepcopy and `.to()` behave as in sinabs) and replaces only the time loop. Migration
+is one import line: ``from exodus_jit.layers import LIF``.
+"""
+
+from typing import Callable, Optional, Union
+
+import sinabs.layers as sl
+import torch
+from sinabs.activation import MembraneSubtract, MultiSpike, SingleExponential
+
+from .. import ops
+from ._translate import neuron_kwargs
+
+__all__ = ["IAF", "IAFSqueeze", "LIF", "LIFSqueeze", "ExpLeak", "ExpLeakSqueeze"]
+
+
+class ExodusNeuronMixin:
+    """The exodus forward pass shared by all layers; it holds no kernel logic (see `ops`)."""
+
+    decay_early: bool
+
+    def _exodus_forward(self, input_data: torch.Tensor) -> torch.Tensor:
+        batch_size, time_steps, *trailing_dim = input_data.shape
+        # State bookkeeping exactly as sinabs.layers.LIF.forward does it.
+        if not self.is_state_initialised():
+            self.init_state_with_shape((batch_size, *trailing_dim))
+        if not self.state_has_shape((batch_size, *trailing_dim)):
+            if not self.has_trailing_dimension(trailing_dim):
+                self.init_state_with_shape((batch_size, *trailing_dim))
+            else:
+                self.handle_state_batch_size_mismatch(batch_size)
+
+        alpha_mem = self.alpha_mem_calculated
+        alpha_syn = self.alpha_syn_calculated
+        recordings = {}
+        current = input_data
+        if alpha_syn is not None:
+            if self.decay_early:  # i_t = a (i_{t-1} + x_t), as sinabs
+                current, self.i_syn = ops.synaptic_current(input_data, self.i_syn, alpha_syn)
+            else:  # i_t = a i_{t-1} + x_t: the leaky integrator without clipping
+                late = ops.membrane(input_data, self.i_syn, alpha_syn, spike="none")
+                current, self.i_syn = late.output, late.v_final
+            if self.record_states:
+                recordings["i_syn"] = current
+
+        if self.spike_fn is None:
+            kwargs = {"spike": "none"}
+            threshold = 1.0
+            if self.decay_early:  # the input decays within its own step (sinabs-exodus option)
+                current = current * alpha_mem.to(current.device)
+        else:
+            kwargs = neuron_kwargs(self.spike_fn, self.reset_fn, self.surrogate_grad_fn)
+            threshold = self.spike_threshold
+        result = ops.membrane(current, self.v_mem, alpha_mem, threshold, min_v_mem=self.min_v_mem,
+                              norm_input=self.norm_input, record_states=self.record_states, **kwargs)
+        self.v_mem = result.v_final
+        if self.record_states:
+            recordings["v_mem"] = result.v_rec
+        self.recordings = recordings
+        self.firing_rate = result.output.mean()
+        return result.output
+
+    def forward(self, input_data: torch.Tensor) -> torch.Tensor:
+        return self._exodus_forward(input_data)
+
+    @property
+    def _param_dict(self) -> dict:
+        param_dict = super()._param_dict
+        param_dict.update(decay_early=self.decay_early)
+        return param_dict
+
+    def __repr__(self) -> str:
+        return "EXODUS " + super().__repr__()
+
+
+def _check_spiking(spike_fn, reset_fn, surrogate_grad_fn) -> None:
+    """Refuse at construction what the kernels cannot run (NotImplementedError names options)."""
+    neuron_kwargs(spike_fn, reset_fn, surrogate_grad_fn)
+
+
+class LIF(ExodusNeuronMixin, sl.LIF):
+    """Leaky Integrate and Fire neuron layer, the sinabs :class:`~sinabs.layers.LIF` on exodus
+    kernels: same dynamics and outputs (bit-identical in float32), exact BPTT gradients in O(T).
+
+    Args:
+        tau_mem: Membrane potential time constant.
+        tau_syn: Synaptic decay time constant; None (default) for no synaptic dynamics.
+        spike_threshold: Spikes are emitted if v_mem is above that threshold. Default 1.0.
+        spike_fn: MultiSpike, SingleSpike or MaxSpike(m).
+        reset_fn: MembraneSubtract(subtract_value) or MembraneReset(reset_value).
+        surrogate_grad_fn: any sinabs surrogate (evaluated in the kernels) or a callable
+            f(v_mem, spike_threshold) (evaluated with PyTorch).
+        min_v_mem: Lower bound for membrane potential v_mem, clipped at every time step.
+        train_alphas: When True, the decay factor exp(-1/tau) is trained rather than tau.
+        shape: Optionally initialise the layer state with given shape.
+        norm_input: When True, normalise input current by (1 - alpha_mem).
+        record_states: When True, record v_mem (and i_syn) of every step in `recordings`.
+        decay_early: As in sinabs-exodus 2.0. True (default, as sinabs): the synaptic current
+            decays in the step of its input, i_t = a (i_{t-1} + x_t); False: i_t = a i_{t-1} + x_t.
+
+    Shape:
+        Input: :math:`(Batch, Time, Channel, Height, Width)` or :math:`(Batch, Time, Channel)`
+        Output: Same as input.
+
+    Attributes:
+        v_mem: The membrane potential after the last step.
+        i_syn: The synaptic current after the last step (with tau_syn only).
+    """
+
+    def __init__(
+        self,
+        tau_mem: Union[float, torch.Tensor],
+        tau_syn: Optional[Union[float, torch.Tensor]] = None,
+        spike_threshold: torch.Tensor = torch.tensor(1.0),
+        spike_fn: Callable = MultiSpike,
+        reset_fn: Callable = MembraneSubtract(),
+        surrogate_grad_fn: Callable = SingleExponential(),
+        min_v_mem: Optional[float] = None,
+        train_alphas: bool = False,
+        shape: Optional[torch.Size] = None,
+        norm_input: bool = True,
+        record_states: bool = False,
+        decay_early: bool = True,
+    ):
+        _check_spiking(spike_fn, reset_fn, surrogate_grad_fn)
+        super().__init__(
+            tau_mem=tau_mem, tau_syn=tau_syn, spike_threshold=spike_threshold, spike_fn=spike_fn,
+            reset_fn=reset_fn, surrogate_grad_fn=surrogate_grad_fn, min_v_mem=min_v_mem,
+            train_alphas=train_alphas, shape=shape, norm_input=norm_input, record_states=record_states,
+        )
+        self.decay_early = decay_early
+
+
+class IAF(ExodusNeuronMixin, sl.IAF):
+    """Integrate and Fire neuron layer, the sinabs :class:`~sinabs.layers.IAF` on exodus kernels.
+
+    Args:
+        spike_threshold: Spikes are emitted if v_mem is above that threshold. Default 1.0.
+        spike_fn: MultiSpike, SingleSpike or MaxSpike(m).
+        reset_fn: MembraneSubtract(subtract_value) or MembraneReset(reset_value).
+        surrogate_grad_fn: any sinabs surrogate or a callable f(v_mem, spike_threshold).
+        tau_syn: Synaptic decay time constant; None (default) for no synaptic dynamics.
+        min_v_mem: Lower bound for membrane potential v_mem, clipped at every time step.
+        shape: Optionally initialise the layer state with given shape.
+        record_states: When True, record v_mem (and i_syn) of every step in `recordings`.
+        decay_early: see :class:`LIF`.
+
+    Shape:
+        Input: :math:`(Batch, Time, Channel, Height, Width)` or :math:`(Batch, Time, Channel)`
+        Output: Same as input.
+
+    Attributes:
+        v_mem: The membrane potential after the last step.
+        i_syn: The synaptic current after the last step (with tau_syn only).
+    """
+
+    def __init__(
+        self,
+        spike_threshold: torch.Tensor = torch.tensor(1.0),
+        spike_fn: Callable = MultiSpike,
+        reset_fn: Callable = MembraneSubtract(),
+        surrogate_grad_fn: Callable = SingleExponential(),
+        tau_syn: Optional[float] = None,
+        min_v_mem: Optional[float] = None,
+        shape: Optional[torch.Size] = None,
+        record_states: bool = False,
+        decay_early: bool = True,
+    ):
+        _check_spiking(spike_fn, reset_fn, surrogate_grad_fn)
+        super().__init__(
+            spike_threshold=spike_threshold, spike_fn=spike_fn, reset_fn=reset_fn,
+            surrogate_grad_fn=surrogate_grad_fn, tau_syn=tau_syn, min_v_mem=min_v_mem, shape=shape,
+            record_states=record_states,
+        )
+        self.decay_early = decay_early
+
+
+class ExpLeak(ExodusNeuronMixin, sl.ExpLeak):
+    """Leaky integrator layer (no spikes), the sinabs :class:`~sinabs.layers.ExpLeak` on exodus
+    kernels, min_v_mem included (which sinabs-exodus ignores).
+
+    Args:
+        tau_mem: Membrane potential time constant.
+        shape: Optionally initialise the layer state with given shape.
+        train_alphas: When True, the decay factor exp(-1/tau) is trained rather than tau.
+        min_v_mem: Lower bound for membrane potential v_mem, clipped at every time step.
+        norm_input: When True, normalise input current by (1 - alpha_mem).
+        record_states: When True, record v_mem of every step in `recordings`.
+        decay_early: As in sinabs-exodus 2.0. False (default, as sinabs); True: the input also
+            decays in its own step, v_t = a v_{t-1} + a x_t.
+
+    Shape:
+        Input: :math:`(Batch, Time, Channel, Height, Width)` or :math:`(Batch, Time, Channel)`
+        Output: Same as input.
+    """
+
+    def __init__(
+        self,
+        tau_mem: Union[float, torch.Tensor],
+        shape: Optional[torch.Size] = None,
+        train_alphas: bool = False,
+        min_v_mem: Optional[float] = None,
+        norm_input: bool = False,
+        record_states: bool = False,
+        decay_early: bool = False,
+    ):
+        super().__init__(
+            tau_mem=tau_mem, shape=shape, train_alphas=train_alphas, min_v_mem=min_v_mem,
+            norm_input=norm_input, record_states=record_states,
+        )
+        self.decay_early = decay_early
+
+
+def _squeeze_forward(self, input_data: torch.Tensor) -> torch.Tensor:
+    """Forward for (Batch*Time, ...) input: unflatten, run, flatten (sinabs' SqueezeMixin)."""
+    return self.squeeze_forward(input_data, self._exodus_forward)
+
+
+class LIFSqueeze(ExodusNeuronMixin, sl.LIFSqueeze):
+    """:class:`LIF` taking squeezed input (Batch*Time, ...), as sinabs' LIFSqueeze; give
+    `batch_size` or `num_timesteps`. Other arguments as :class:`LIF`."""
+
+    def __init__(self, batch_size=None, num_timesteps=None, decay_early: bool = True, **kwargs):
+        _check_spiking(kwargs.get("spike_fn", MultiSpike), kwargs.get("reset_fn", MembraneSubtract()),
+                       kwargs.get("surrogate_grad_fn", SingleExponential()))
+        super().__init__(batch_size=batch_size, num_timesteps=num_timesteps, **kwargs)
+        self.decay_early = decay_early
+
+    forward = _squeeze_forward
+
+
+class IAFSqueeze(ExodusNeuronMixin, sl.IAFSqueeze):
+    """:class:`IAF` taking squeezed input (Batch*Time, ...), as sinabs' IAFSqueeze; give
+    `batch_size` or `num_timesteps`. Other arguments as :class:`IAF`."""
+
+    def __init__(self, batch_size=None, num_timesteps=None, decay_early: bool = True, **kwargs):
+        _check_spiking(kwargs.get("spike_fn", MultiSpike), kwargs.get("reset_fn", MembraneSubtract()),
+                       kwargs.get("surrogate_grad_fn", SingleExponential()))
+        super().__init__(batch_size=batch_size, num_timesteps=num_timesteps, **kwargs)
+        self.decay_early = decay_early
+
+    forward = _squeeze_forward
+
+
+class ExpLeakSqueeze(ExodusNeuronMixin, sl.ExpLeakSqueeze):
+    """:class:`ExpLeak` taking squeezed input (Batch*Time, ...), as sinabs' ExpLeakSqueeze; give
+    `batch_size` or `num_timesteps`. Other arguments as :class:`ExpLeak`."""
+
+    def __init__(self, batch_size=None, num_timesteps=None, decay_early: bool = False, **kwargs):
+        super().__init__(batch_size=batch_size, num_timesteps=num_timesteps, **kwargs)
+        self.decay_early = decay_early
+
+    forward = _squeeze_forward
