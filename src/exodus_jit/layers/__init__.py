@@ -39,10 +39,11 @@ class ExodusNeuronMixin:
         current = input_data
         if alpha_syn is not None:
             if self.decay_early:  # i_t = a (i_{t-1} + x_t), as sinabs
-                current, self.i_syn = ops.synaptic_current(input_data, self.i_syn, alpha_syn)
+                current, i_final = ops.synaptic_current(input_data, self.i_syn, alpha_syn)
             else:  # i_t = a i_{t-1} + x_t: the leaky integrator without clipping
                 late = ops.membrane(input_data, self.i_syn, alpha_syn, spike="none")
-                current, self.i_syn = late.output, late.v_final
+                current, i_final = late.output, late.v_final
+            self.i_syn = _owned(i_final)
             if self.record_states:
                 recordings["i_syn"] = current
 
@@ -56,7 +57,7 @@ class ExodusNeuronMixin:
             threshold = self.spike_threshold
         result = ops.membrane(current, self.v_mem, alpha_mem, threshold, min_v_mem=self.min_v_mem,
                               norm_input=self.norm_input, record_states=self.record_states, **kwargs)
-        self.v_mem = result.v_final
+        self.v_mem = _owned(result.v_final)
         if self.record_states:
             recordings["v_mem"] = result.v_rec
         self.recordings = recordings
@@ -74,6 +75,12 @@ class ExodusNeuronMixin:
 
     def __repr__(self) -> str:
         return "EXODUS " + super().__repr__()
+
+
+def _owned(state: torch.Tensor) -> torch.Tensor:
+    # sinabs' reset_states detaches buffers in place, which views refuse; (B, *F) states of
+    # multi-dimensional layers come back from the ops as views of (B, F').
+    return state.clone() if state._is_view() else state
 
 
 def _check_spiking(spike_fn, reset_fn, surrogate_grad_fn) -> None:

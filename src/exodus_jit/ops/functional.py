@@ -192,10 +192,15 @@ def membrane(u: Tensor, v0: Tensor, alpha: ParamLike, threshold: ParamLike = 1.0
         if not record_states:
             w_rec = None
     return MembraneOutput(
-        output=out.reshape(u.shape),
-        v_final=v_final.reshape((B, *features)),
-        v_rec=None if w_rec is None else w_rec.reshape(u.shape),
+        output=_shaped(out, u.shape),
+        v_final=_shaped(v_final, (B, *features)),
+        v_rec=None if w_rec is None else _shaped(w_rec, u.shape),
     )
+
+
+def _shaped(t: Tensor, shape) -> Tensor:
+    """t in `shape`; the tensor itself (not a view of it) when it already has that shape."""
+    return t if tuple(t.shape) == tuple(shape) else t.reshape(shape)
 
 
 class _MembraneGivenSurrogate(torch.autograd.Function):
@@ -248,7 +253,7 @@ def synaptic_current(x: Tensor, i0: Tensor, alpha: ParamLike) -> Tuple[Tensor, T
         i_all, i_final = reference.synaptic_current(x3, state, alpha_t)
     else:
         i_all, i_final = _registry.synaptic_current(x3, state, alpha_t)
-    return i_all.reshape(x.shape), i_final.reshape((B, *features))
+    return _shaped(i_all, x.shape), _shaped(i_final, (B, *features))
 
 
 __all__ = ["MembraneOutput", "membrane", "synaptic_current", "set_backend", "get_backend"]

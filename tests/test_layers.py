@@ -1,0 +1,284 @@
+"""exodus_jit.layers and conversion against sinabs layers (the oracle)."""
+
+import copy
+import itertools
+import warnings
+
+import pytest
+import sinabs.layers as sl
+import torch
+import torch.nn as nn
+from sinabs.activation import (
+    Gaussian, Heaviside, MaxSpike, MembraneReset, MembraneSubtract, MultiGaussian, MultiSpike,
+    PeriodicExponential, SingleExponential, SingleSpike,
+)
+
+import exodus_jit
+from conftest import DEVICES
+from exodus_jit import layers as el
+from exodus_jit.conversion import exodus_to_sinabs, sinabs_to_exodus
+from oracle import rel_err
+
+OPTIONS = list(itertools.product(
+    [MultiSpike, SingleSpike, MaxSpike(3)],
+    [MembraneSubtract(), MembraneSubtract(subtract_value=0.5), MembraneReset(), MembraneReset(reset_value=-0.2)],
+    [None, -0.5],  # min_v_mem
+    [None, 4.0],  # tau_syn
+))
+SURROGATES = [SingleExponential(), PeriodicExponential(), Heaviside(), Gaussian(), MultiGaussian()]
+
+
+def pair(kind, device, dtype=torch.float32, **kwargs):
+    """The same layer from sinabs and from exodus_jit."""
+    sinabs_layer = getattr(sl, kind)(**kwargs).to(device, dtype)
+    exodus_layer = getattr(el, kind)(**kwargs).to(device, dtype)
+    return sinabs_layer, exodus_layer
+
+
+def compare(sinabs_layer, exodus_layer, x, calls=1, grads=True):
+    """Run both on x (several calls: state carried across), compare outputs, states, recordings
+    and gradients of inputs and parameters."""
+    xs = x.detach().clone().requires_grad_()
+    xe = x.detach().clone().requires_grad_()
+    loss_s = loss_e = 0
+    w = torch.randn_like(x)
+    for _ in range(calls):
+        out_s, out_e = sinabs_layer(xs), exodus_layer(xe)
+        assert torch.equal(out_e, out_s.to(out_e.dtype)), "outputs differ"
+        for name, buffer in sinabs_layer.named_buffers():
+            assert torch.equal(getattr(exodus_layer, name), buffer), f"state {name} differs"
+        for name, rec in getattr(sinabs_layer, "recordings", {}).items():
+            assert torch.equal(exodus_layer.recordings[name], rec), f"recording {name} differs"
+        assert torch.equal(exodus_layer.firing_rate, sinabs_layer.firing_rate)
+        loss_s = loss_s + (out_s * w).sum() + sinabs_layer.v_mem.sum()
+        loss_e = loss_e + (out_e * w).sum() + exodus_layer.v_mem.sum()
+    if not grads:
+        return
+    params_s = [p for p in sinabs_layer.parameters() if p.requires_grad]
+    params_e = [p for p in exodus_layer.parameters() if p.requires_grad]
+    g_s = torch.autograd.grad(loss_s, [xs, *params_s], allow_unused=True)
+    g_e = torch.autograd.grad(loss_e, [xe, *params_e], allow_unused=True)
+    assert rel_err(g_e[0], g_s[0]) < 1e-5, rel_err(g_e[0], g_s[0])
+    for a, b in zip(g_e[1:], g_s[1:]):
+        if b is not None:
+            assert rel_err(a, b) < 1e-4, rel_err(a, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("spike_fn,reset_fn,min_v_mem,tau_syn", OPTIONS)
+@pytest.mark.parametrize("kind", ["LIF", "IAF"])
+def test_spiking_layers_equal_sinabs(kind, spike_fn, reset_fn, min_v_mem, tau_syn, device):
+    kwargs = dict(spike_fn=spike_fn, reset_fn=reset_fn, min_v_mem=min_v_mem, tau_syn=tau_syn, record_states=True)
+    if kind == "LIF":
+        kwargs["tau_mem"] = 8.0
+    s, e = pair(kind, device, **kwargs)
+    x = torch.randn(3, 25, 2, 4, device=device) * (4 if kind == "LIF" else 1)
+    compare(s, e, x, calls=2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("train_alphas,norm_input", [(False, True), (True, True), (True, False)])
+def test_lif_surrogates_and_trainable_time_constants(device, surrogate, train_alphas, norm_input):
+    s, e = pair("LIF", device, tau_mem=torch.tensor([6.0, 9.0, 12.0]), tau_syn=3.0, surrogate_grad_fn=surrogate,
+                train_alphas=train_alphas, norm_input=norm_input)
+    compare(s, e, torch.randn(2, 30, 3, device=device) * 4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("min_v_mem", [None, -0.3])
+@pytest.mark.parametrize("norm_input", [False, True])
+def test_expleak_equals_sinabs(device, min_v_mem, norm_input):
+    s, e = pair("ExpLeak", device, tau_mem=torch.full((2, 1, 1), 7.0), min_v_mem=min_v_mem, norm_input=norm_input,
+                record_states=True)
+    compare(s, e, torch.randn(2, 20, 2, 3, 3, device=device), calls=2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind,kwargs", [("IAFSqueeze", {}), ("LIFSqueeze", {"tau_mem": 5.0, "tau_syn": 2.0}),
+                                         ("ExpLeakSqueeze", {"tau_mem": 5.0, "min_v_mem": -0.1})])
+def test_squeeze_variants(device, kind, kwargs):
+    s, e = pair(kind, device, batch_size=3, **kwargs)
+    compare(s, e, torch.randn(3 * 12, 2, 4, 4, device=device) * 3)
+    s2, e2 = pair(kind, device, num_timesteps=12, **kwargs)
+    compare(s2, e2, torch.randn(2 * 12, 5, device=device) * 3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_per_neuron_threshold_and_min_v(device):
+    threshold = torch.rand(4) + 0.5
+    s, e = pair("LIF", device, tau_mem=10.0, spike_threshold=threshold, min_v_mem=-threshold)
+    compare(s, e, torch.randn(2, 20, 4, device=device) * 5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float64(device):
+    s, e = pair("LIF", device, torch.float64, tau_mem=10.0, tau_syn=5.0, min_v_mem=-1.0)
+    x = torch.randn(2, 20, 6, device=device, dtype=torch.float64) * 4
+    out_e = e(x)
+    out_s = s(x)
+    assert out_e.dtype == torch.float64 and torch.equal(out_e, out_s.double())
+    assert torch.equal(e.v_mem, s.v_mem)
+
+
+def test_batch_size_change_and_reset_states():
+    s, e = pair("LIF", "cpu", tau_mem=10.0)
+    x = torch.randn(4, 10, 3) * 4
+    compare(s, e, x, grads=False)
+    torch.manual_seed(1)
+    out_s = s(x[:2])  # sinabs samples states of the old batch randomly
+    torch.manual_seed(1)
+    out_e = e(x[:2])
+    assert torch.equal(out_e, out_s) and e.v_mem.shape == (2, 3)
+    e.reset_states()
+    assert torch.count_nonzero(e.v_mem) == 0
+    compare(s, e, torch.randn(3, 10, 5) * 4, grads=False)  # new trailing shape: states re-initialised
+
+
+def test_state_gradient_across_calls_and_zero_grad():
+    e = el.LIF(tau_mem=10.0)
+    x = (torch.randn(2, 10, 3) * 4).requires_grad_()
+    e(x[:, :5])
+    out = e(x[:, 5:])
+    out.sum().backward()
+    assert x.grad[:, :5].abs().sum() > 0  # the gradient crossed the call boundary through v_mem
+    e.zero_grad()
+    assert e.v_mem.grad_fn is None
+
+
+def test_deepcopy_state_dict_and_arg_dict():
+    e = el.LIF(tau_mem=torch.tensor([5.0, 6.0]), tau_syn=2.0, decay_early=False, record_states=True)
+    e(torch.randn(2, 5, 2))
+    clone = copy.deepcopy(e)
+    assert isinstance(clone, el.LIF) and clone.decay_early is False
+    assert torch.equal(clone.v_mem, e.v_mem) and torch.equal(clone.tau_mem, e.tau_mem)
+    fresh = el.LIF(**e.arg_dict)
+    fresh.load_state_dict(e.state_dict())
+    x = torch.randn(2, 5, 2)
+    assert torch.equal(fresh(x), e(x))
+    assert repr(e).startswith("EXODUS LIF")
+    assert isinstance(e, sl.LIF) and isinstance(el.IAFSqueeze(batch_size=1), sl.IAFSqueeze)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_to_device_and_double(device):
+    e = el.IAF(tau_syn=3.0).to(device).double()
+    out = e(torch.randn(2, 5, 3, device=device, dtype=torch.float64))
+    assert out.dtype == torch.float64 and out.device.type == device
+
+
+def test_decay_early_false_integrates_late():
+    e = el.LIF(tau_mem=10.0, tau_syn=5.0, decay_early=False, record_states=True)
+    x = torch.zeros(1, 3, 1)
+    x[0, 0, 0] = 1.0
+    e(x)
+    alpha = torch.exp(torch.tensor(-1 / 5.0))
+    assert torch.allclose(e.recordings["i_syn"][0, :, 0], torch.stack([torch.tensor(1.0), alpha, alpha**2]))
+    leak = el.ExpLeak(tau_mem=10.0, decay_early=True, record_states=True)
+    leak(x)
+    assert torch.isclose(leak.recordings["v_mem"][0, 0, 0], torch.exp(torch.tensor(-0.1)))
+
+
+class Membrane2x:
+    """A reset_fn exodus-jit does not know."""
+
+    def __call__(self, spikes, state, threshold):
+        return {**state, "v_mem": state["v_mem"] * 0.5}
+
+
+def test_unsupported_options_raise_not_implemented():
+    class CustomSpike(torch.autograd.Function):
+        required_states = ["v_mem"]
+
+    with pytest.raises(NotImplementedError, match="MultiSpike, SingleSpike, MaxSpike"):
+        el.LIF(tau_mem=5.0, spike_fn=CustomSpike)
+    with pytest.raises(NotImplementedError, match="MembraneSubtract"):
+        el.IAF(reset_fn=Membrane2x())
+    with pytest.raises(NotImplementedError):
+        el.LIFSqueeze(tau_mem=5.0, batch_size=1, reset_fn=Membrane2x())
+
+
+def conv_snn(device):
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), sl.IAFSqueeze(batch_size=2, min_v_mem=-1.0), nn.AvgPool2d(2),
+        nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), sl.LIFSqueeze(tau_mem=8.0, tau_syn=4.0, batch_size=2)),
+        nn.Flatten(), nn.Linear(4 * 4 * 4, 10), sl.ExpLeakSqueeze(tau_mem=5.0, batch_size=2),
+    ).to(device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_conversion_round_trip_keeps_parameters_states_and_outputs(device):
+    model = conv_snn(device)
+    x = torch.rand(2 * 10, 2, 8, 8, device=device) * 3
+    reference = model(x)
+    states = {n: b.clone() for n, b in model.named_buffers()}
+    params = dict(model.named_parameters())
+
+    exodus_model = sinabs_to_exodus(copy.deepcopy(model))
+    assert isinstance(exodus_model[1], el.IAFSqueeze) and isinstance(exodus_model[3][1], el.LIFSqueeze)
+    assert isinstance(exodus_model[6], el.ExpLeakSqueeze)
+    for name, buffer in exodus_model.named_buffers():
+        assert torch.equal(buffer, states[name]) and buffer.device.type == device
+    for name, p in exodus_model.named_parameters():
+        assert torch.equal(p, params[name])
+    for m in (model, exodus_model):
+        for layer in m.modules():
+            if isinstance(layer, sl.StatefulLayer):
+                layer.reset_states()
+    assert torch.equal(exodus_model(x), model(x))
+
+    back = exodus_to_sinabs(exodus_model)
+    assert type(back[1]) is sl.IAFSqueeze and type(back[3][1]) is sl.LIFSqueeze
+    for m in (model, back):
+        for layer in m.modules():
+            if isinstance(layer, sl.StatefulLayer):
+                layer.reset_states()
+    assert torch.equal(back(x), model(x))
+
+
+def test_conversion_keeps_trained_alphas_and_warns_on_unconvertible():
+    lif = sl.LIF(tau_mem=10.0, train_alphas=True)
+    with torch.no_grad():
+        lif.alpha_mem.fill_(0.8123)
+    custom = sl.IAF(reset_fn=Membrane2x())
+    model = nn.Sequential(lif, custom)
+    with pytest.warns(UserWarning, match="kept as sinabs layer"):
+        converted = sinabs_to_exodus(model)
+    assert isinstance(converted[0], el.LIF) and converted[0].alpha_mem.item() == pytest.approx(0.8123)
+    assert converted[1] is custom
+    late = nn.Sequential(el.LIF(tau_mem=5.0, decay_early=False))
+    with pytest.warns(UserWarning, match="no sinabs equivalent"):
+        assert isinstance(exodus_to_sinabs(late)[0], el.LIF)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_matches_sinabs_step_by_step(device):
+    """A few optimizer steps of a small conv SNN: the same losses as sinabs within rounding."""
+    sinabs_model = conv_snn(device)
+    exodus_model = sinabs_to_exodus(copy.deepcopy(sinabs_model))
+    x = torch.rand(2 * 10, 2, 8, 8, device=device) * 3
+    target = torch.randint(0, 10, (2,), device=device)
+    losses = []
+    for model in (sinabs_model, exodus_model):
+        opt = torch.optim.SGD(model.parameters(), lr=0.002)
+        history = []
+        for _ in range(4):
+            for layer in model.modules():
+                if isinstance(layer, sl.StatefulLayer):
+                    layer.reset_states()
+            opt.zero_grad()
+            out = model(x).reshape(2, 10, 10).sum(1)
+            loss = nn.functional.cross_entropy(out, target)
+            loss.backward()
+            opt.step()
+            history.append(loss.item())
+        losses.append(history)
+    for a, b in zip(*losses):
+        assert a == pytest.approx(b, rel=1e-5)
+    assert losses[1][-1] < losses[1][0]
+
+
+def test_top_level_exposes_layers_conversion_version():
+    assert exodus_jit.layers is el and callable(exodus_jit.conversion.sinabs_to_exodus)
+    assert isinstance(exodus_jit.__version__, str)
