@@ -1,0 +1,146 @@
+"""Time one neuron layer, forward and backward separately, per DESIGN.md / ANCHORS.md protocol.
+
+LIF layer alone (tau_mem=10, default sinabs options), input randn * 10 requiring grad, ~10%
+firing; CUDA events after warm-up, median of repeats; peak extra memory of one forward +
+backward. Also the device-to-device copy bandwidth, to put achieved bytes/s next to it.
+
+    python benchmarks/bench_layer.py --device cuda --sizes 16x500x512 16x500x16384 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def make_layer(framework: str, kind: str, device: str):
+    kwargs = {"LIF": dict(tau_mem=10.0), "IAF": {}, "LIF_syn": dict(tau_mem=10.0, tau_syn=5.0),
+              "LIF_minv": dict(tau_mem=10.0, min_v_mem=-1.0)}[kind]
+    name = "IAF" if kind == "IAF" else "LIF"
+    if framework == "exodus-jit":
+        from exodus_jit import layers
+    elif framework == "sinabs":
+        import sinabs.layers as layers
+    else:
+        raise ValueError(framework)
+    return getattr(layers, name)(**kwargs).to(device)
+
+
+class Timer:
+    """Milliseconds of a callable: CUDA events on a GPU, perf_counter on the CPU."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+
+    def __call__(self, fn) -> float:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+
+
+def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    layer = make_layer(framework, kind, device)
+    x = (torch.randn(shape, device=device) * 10).to(dtype).requires_grad_()
+    grad = torch.randn(shape, device=device).to(dtype)
+    timer = Timer(device)
+    state = {}
+
+    def forward():
+        layer.reset_states()
+        state["out"] = layer(x)
+
+    def backward():
+        state["out"].backward(grad)
+
+    for _ in range(warmup):
+        forward()
+        backward()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    fwd, bwd = [], []
+    for _ in range(repeats):
+        x.grad = None
+        fwd.append(timer(forward))
+        bwd.append(timer(backward))
+    peak_mb = None
+    if device.startswith("cuda"):
+        peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+    firing = float((state["out"] > 0).float().mean())
+    return {"framework": framework, "layer": kind, "shape": list(shape), "dtype": str(dtype).split(".")[-1],
+            "device": device, "forward_ms": statistics.median(fwd), "backward_ms": statistics.median(bwd),
+            "total_ms": statistics.median(f + b for f, b in zip(fwd, bwd)),
+            "spread_ms": max(fwd) - min(fwd), "peak_extra_mb": peak_mb, "firing": firing, "repeats": repeats}
+
+
+def copy_bandwidth(device: str) -> float:
+    """GB/s of a device-to-device copy of 2 GiB, counting bytes read plus written."""
+    n = 2**29
+    src = torch.randn(n, device=device)
+    dst = torch.empty_like(src)
+    timer = Timer(device)
+    for _ in range(3):
+        dst.copy_(src)
+    ms = statistics.median(timer(lambda: dst.copy_(src)) for _ in range(20))
+    return 2 * n * 4 / (ms * 1e-3) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", nargs="+", default=["16x500x512", "16x500x4096", "16x500x16384", "16x4000x1024"])
+    parser.add_argument("--frameworks", nargs="+", default=["exodus-jit"])
+    parser.add_argument("--layers", nargs="+", default=["LIF"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32"])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    env = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+           "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
+           "threads": torch.get_num_threads()}
+    results = []
+    for size in args.sizes:
+        shape = tuple(int(s) for s in size.split("x"))
+        for framework in args.frameworks:
+            for kind in args.layers:
+                for dtype in args.dtypes:
+                    r = bench(framework, kind, shape, args.device, getattr(torch, dtype), args.repeats, args.warmup)
+                    elems = shape[0] * shape[1] * shape[2]
+                    # the floor's bytes: forward reads x, writes s; backward reads g and x, writes g_x
+                    r["floor_bytes"] = elems * 5 * torch.tensor([], dtype=getattr(torch, dtype)).element_size()
+                    r["achieved_gbps"] = r["floor_bytes"] / (r["total_ms"] * 1e-3) / 1e9
+                    results.append(r)
+                    peak = f"{r['peak_extra_mb']:.0f} MB" if r["peak_extra_mb"] is not None else "-"
+                    print(f"{framework:>11} {kind:>8} {size:>13} {r['dtype']:>8}: fwd {r['forward_ms']:8.3f} ms  "
+                          f"bwd {r['backward_ms']:8.3f} ms  total {r['total_ms']:8.3f} ms  peak {peak}  "
+                          f"{r['achieved_gbps']:7.0f} GB/s  firing {r['firing']:.2f}", flush=True)
+    out = {"environment": env, "results": results}
+    if args.device.startswith("cuda"):
+        out["copy_gbps"] = copy_bandwidth(args.device)
+        print(f"device-to-device copy: {out['copy_gbps']:.0f} GB/s")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: first-use CUDA build, cached load, the CUDA test suite and the
+# layer benchmark. Needs sinabs & co. as wheels in .whl/ (see benchmarks/README.md).
+# Usage (device tool): bash benchmarks/device_run.sh   -> results under $OUT
+set -u -o pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/exodus-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD/src
+export EXODUS_JIT_CACHE=/tmp/exodus-cache
+rm -rf "$EXODUS_JIT_CACHE"
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+python3 -m exodus_jit doctor | tee "$OUT/doctor.txt"
+
+echo "== first-use build (CPU + CUDA, $(nproc) cores)"
+start=$(date +%s.%N)
+python3 -m exodus_jit build --cpu --cuda 2>&1 | tee "$OUT/build.txt"
+echo "build wall: $(echo "$(date +%s.%N) - $start" | bc) s" | tee -a "$OUT/build.txt"
+python3 - <<'PY' 2>&1 | tee -a "$OUT/build.txt"
+import time, torch
+t = time.monotonic()
+from exodus_jit.ops import _extension
+_extension.backend_ops(torch.device("cuda"))
+print(f"cached load (new process): {time.monotonic() - t:.3f} s")
+PY
+
+echo "== CUDA tests"
+python3 -m pytest -q -m cuda tests/ -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest_cuda.txt" | tail -25
+
+echo "== benchmark"
+python3 benchmarks/bench_layer.py --device cuda --layers LIF IAF LIF_syn LIF_minv \
+  --sizes 16x500x512 16x500x4096 16x500x16384 16x4000x1024 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
+python3 benchmarks/bench_layer.py --device cuda --layers LIF --dtypes bfloat16 float16 --sizes 16x500x16384 \
+  --json "$OUT/bench_half.json" 2>&1 | tee -a "$OUT/bench.txt"
