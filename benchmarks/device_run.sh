@@ -17,7 +17,7 @@ python3 -m exodus_jit doctor | tee "$OUT/doctor.txt"
 echo "== first-use build (CPU + CUDA, $(nproc) cores)"
 start=$(date +%s.%N)
 python3 -m exodus_jit build --cpu --cuda 2>&1 | tee "$OUT/build.txt"
-echo "build wall: $(echo "$(date +%s.%N) - $start" | bc) s" | tee -a "$OUT/build.txt"
+echo "build wall: $(python3 -c "import time; print(round(time.time() - $start, 1))") s" | tee -a "$OUT/build.txt"
 python3 - <<'PY' 2>&1 | tee -a "$OUT/build.txt"
 import time, torch
 t = time.monotonic()

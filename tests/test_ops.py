@@ -23,7 +23,7 @@ def run_both(u, v0, alpha, threshold, **kwargs):
             leaves = [t.detach().clone().requires_grad_() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
                       for t in (u, v0, alpha)]
             r = ops.membrane(leaves[0], leaves[1], leaves[2], threshold, record_states=True, **kwargs)
-            weights = torch.linspace(-1, 1, r.output.numel(), dtype=torch.float64).reshape(r.output.shape)
+            weights = torch.linspace(-1, 1, r.output.numel(), dtype=torch.float64, device=u.device).reshape(r.output.shape)
             loss = (r.output.double() * weights).sum() + r.v_final.double().sum() + 0.1 * r.v_rec.double().sum()
             wrt = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
             grads.append(torch.autograd.grad(loss, wrt) if loss.requires_grad else ())
