@@ -72,6 +72,10 @@ def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, wa
     for _ in range(warmup):
         forward()
         backward()
+    # the baseline holds the input and the incoming gradient only: no output, state or x.grad
+    state.clear()
+    x.grad = None
+    layer.reset_states()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

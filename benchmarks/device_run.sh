@@ -26,8 +26,10 @@ _extension.backend_ops(torch.device("cuda"))
 print(f"cached load (new process): {time.monotonic() - t:.3f} s")
 PY
 
+if [ -z "${BENCH_ONLY:-}" ]; then
 echo "== CUDA tests"
 python3 -m pytest -q -m cuda tests/ -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest_cuda.txt" | tail -25
+fi
 
 echo "== benchmark"
 python3 benchmarks/bench_layer.py --device cuda --layers LIF IAF LIF_syn LIF_minv \

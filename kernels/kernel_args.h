@@ -9,8 +9,10 @@
 
 #ifdef __CUDACC__
 #define EXODUS_HD __host__ __device__ __forceinline__
+#define EXODUS_UNROLL _Pragma("unroll")
 #else
 #define EXODUS_HD inline
+#define EXODUS_UNROLL
 #endif
 
 namespace exodus {

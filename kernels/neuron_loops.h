@@ -1,11 +1,17 @@
 // One neuron's walk through time, forward and backward (EXODUS: the exact BPTT gradient as an
 // O(T) reverse recurrence, DESIGN.md "Exact gradients"). The CPU runs these per neuron across
 // threads; CUDA runs one neuron per GPU thread. T is the storage type, A the state type.
+//
+// Time is walked in chunks of kChunk steps: the loads of a whole chunk are issued before its
+// first step is computed. The recurrence itself is serial, so without this a GPU thread waits
+// one full memory latency per step; with it, kChunk loads are in flight at once.
 #pragma once
 
 #include "neuron_math.h"
 
 namespace exodus {
+
+constexpr int kChunk = 16;
 
 template <typename T, typename A>
 EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t b, int64_t f) {
@@ -22,20 +28,27 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
   A w = a.v0[b * F + f];
   int64_t in = a.u.offset(b, 0, f);
   int64_t o = b * steps * F + f;
-  for (int64_t t = 0; t < steps; ++t, in += a.u.st, o += F) {
-    const A x = static_cast<A>(u[in]);
-    const A v = alpha * w + (p.norm_input ? one_minus_alpha * x : x);
-    A r = v;
-    if (spiking) {
-      const A s = spike_count(v, theta, p);
-      r = apply_reset(v, s, subtract, p);
-      out[o] = static_cast<T>(s);
-    } else {
-      out[o] = static_cast<T>(v);
+  for (int64_t t0 = 0; t0 < steps; t0 += kChunk, in += kChunk * a.u.st, o += kChunk * F) {
+    const int64_t left = steps - t0;
+    A x[kChunk];
+    EXODUS_UNROLL
+    for (int k = 0; k < kChunk; ++k) x[k] = k < left ? static_cast<A>(u[in + k * a.u.st]) : A(0);
+    EXODUS_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      if (k >= left) break;
+      const A v = alpha * w + (p.norm_input ? one_minus_alpha * x[k] : x[k]);
+      A r = v;
+      if (spiking) {
+        const A s = spike_count(v, theta, p);
+        r = apply_reset(v, s, subtract, p);
+        out[o + k * F] = static_cast<T>(s);
+      } else {
+        out[o + k * F] = static_cast<T>(v);
+      }
+      if (a.v_pre) a.v_pre[o + k * F] = v;
+      w = clip ? clip_below(r, min_v) : r;
+      if (a.w_rec) a.w_rec[o + k * F] = w;
     }
-    if (a.v_pre) a.v_pre[o] = v;
-    w = clip ? clip_below(r, min_v) : r;
-    if (a.w_rec) a.w_rec[o] = w;
   }
   a.v_final[b * F + f] = w;
 }
@@ -51,40 +64,57 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
   const bool clip = p.min_v.present();
   const A min_v = clip ? p.min_v.at(f) : A(0);
   const bool spiking = p.spike != SpikeKind::None;
+  const bool given_sigma = a.surrogate.kind == SurrogateKind::Given;
+  const bool input_for_alpha = a.g_alpha != nullptr && p.norm_input;
   const T* g_out = static_cast<const T*>(a.g_out.data);
   const T* u = static_cast<const T*>(a.u.data);
   T* g_u = static_cast<T*>(a.g_u);
 
   A carry = a.g_vfinal ? a.g_vfinal[n] : A(0);  // alpha * G_{t+1}, plus the final state's gradient
   A g_alpha = A(0);
-  int64_t o = (b * steps + steps - 1) * F + f;
-  A v = steps > 0 ? a.v[o] : A(0);
-  for (int64_t t = steps - 1; t >= 0; --t, o -= F) {
-    const A h = carry + (a.g_wrec ? a.g_wrec[o] : A(0));
-    const A g_y = static_cast<A>(g_out[a.g_out.offset(b, t, f)]);
-    A r = v, s = A(0), sigma = A(0);
-    if (spiking) {
-      s = spike_count(v, theta, p);
-      r = apply_reset(v, s, subtract, p);
-      sigma = a.surrogate.kind == SurrogateKind::Given ? a.sigma[o] : surrogate_grad(v, theta, a.surrogate);
+  A v = steps > 0 ? a.v[(b * steps + steps - 1) * F + f] : A(0);
+  // Chunk [t_top - kChunk + 1, t_top], walked downwards; element k is step t_top - k.
+  for (int64_t t_top = steps - 1; t_top >= 0; t_top -= kChunk) {
+    const int64_t o_top = (b * steps + t_top) * F + f;
+    A g_y[kChunk], v_prev[kChunk], g_w[kChunk], x[kChunk], sig[kChunk];
+    EXODUS_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      const int64_t t = t_top - k;
+      const int64_t o = o_top - k * F;
+      g_y[k] = t >= 0 ? static_cast<A>(g_out[a.g_out.offset(b, t, f)]) : A(0);
+      v_prev[k] = t > 0 ? a.v[o - F] : A(0);
+      g_w[k] = (t >= 0 && a.g_wrec) ? a.g_wrec[o] : A(0);
+      x[k] = (t >= 0 && input_for_alpha) ? static_cast<A>(u[a.u.offset(b, t, f)]) : A(0);
+      sig[k] = (t >= 0 && given_sigma && spiking) ? a.sigma[o] : A(0);
     }
-    const A c = (!clip || r - min_v > A(0)) ? A(1) : A(0);  // relu passes the gradient where r > m
-    A grad_v;
-    if (spiking) {
-      const A k = p.reset == ResetKind::Subtract ? c * (A(1) - subtract * sigma) : c * A(s == A(0));
-      grad_v = sigma * g_y + k * h;
-    } else {
-      grad_v = g_y + c * h;
+    EXODUS_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      const int64_t t = t_top - k;
+      if (t < 0) break;
+      const A h = carry + g_w[k];
+      A r = v, s = A(0), sigma = A(0);
+      if (spiking) {
+        s = spike_count(v, theta, p);
+        r = apply_reset(v, s, subtract, p);
+        sigma = given_sigma ? sig[k] : surrogate_grad(v, theta, a.surrogate);
+      }
+      const A c = (!clip || r - min_v > A(0)) ? A(1) : A(0);  // relu passes the gradient where r > m
+      A grad_v;
+      if (spiking) {
+        const A keep = p.reset == ResetKind::Subtract ? c * (A(1) - subtract * sigma) : c * A(s == A(0));
+        grad_v = sigma * g_y[k] + keep * h;
+      } else {
+        grad_v = g_y[k] + c * h;
+      }
+      g_u[o_top - k * F] = static_cast<T>(p.norm_input ? one_minus_alpha * grad_v : grad_v);
+      if (a.g_alpha) {
+        const A w_prev = t > 0 ? state_after(v_prev[k], theta, subtract, min_v, p) : a.v0[n];
+        g_alpha += grad_v * w_prev;
+        if (p.norm_input) g_alpha -= grad_v * x[k];
+      }
+      carry = alpha * grad_v;
+      v = v_prev[k];
     }
-    g_u[o] = static_cast<T>(p.norm_input ? one_minus_alpha * grad_v : grad_v);
-    const A v_prev = t > 0 ? a.v[o - F] : A(0);
-    if (a.g_alpha) {
-      const A w_prev = t > 0 ? state_after(v_prev, theta, subtract, min_v, p) : a.v0[n];
-      g_alpha += grad_v * w_prev;
-      if (p.norm_input) g_alpha -= grad_v * static_cast<A>(u[a.u.offset(b, t, f)]);
-    }
-    carry = alpha * grad_v;
-    v = v_prev;
   }
   a.g_v0[n] = carry;
   if (a.g_alpha) a.g_alpha[n] = g_alpha;
@@ -99,9 +129,17 @@ EXODUS_HD void synaptic_forward_neuron(const SynapticForwardArgs<A>& a, int64_t 
   A i = a.i0[b * F + f];
   int64_t in = a.x.offset(b, 0, f);
   int64_t o = b * steps * F + f;
-  for (int64_t t = 0; t < steps; ++t, in += a.x.st, o += F) {
-    i = alpha * (i + static_cast<A>(x[in]));
-    a.i_all[o] = i;
+  for (int64_t t0 = 0; t0 < steps; t0 += kChunk, in += kChunk * a.x.st, o += kChunk * F) {
+    const int64_t left = steps - t0;
+    A xs[kChunk];
+    EXODUS_UNROLL
+    for (int k = 0; k < kChunk; ++k) xs[k] = k < left ? static_cast<A>(x[in + k * a.x.st]) : A(0);
+    EXODUS_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      if (k >= left) break;
+      i = alpha * (i + xs[k]);
+      a.i_all[o + k * F] = i;
+    }
   }
   a.i_final[b * F + f] = i;
 }
@@ -113,20 +151,32 @@ EXODUS_HD void synaptic_backward_neuron(const SynapticBackwardArgs<A>& a, int64_
   const A alpha = a.alpha.at(f);
   const T* x = static_cast<const T*>(a.x.data);
   T* g_x = static_cast<T*>(a.g_x);
+  const bool alpha_grad = a.g_alpha != nullptr;
   A carry = a.g_final ? a.g_final[n] : A(0);
   A g_alpha = A(0);
-  int64_t o = (b * steps + steps - 1) * F + f;
-  for (int64_t t = steps - 1; t >= 0; --t, o -= F) {
-    const A j = a.g_i[o] + carry;
-    g_x[o] = static_cast<T>(alpha * j);
-    if (a.g_alpha) {
-      const A i_prev = t > 0 ? a.i_all[o - F] : a.i0[n];
-      g_alpha += j * (i_prev + static_cast<A>(x[a.x.offset(b, t, f)]));
+  for (int64_t t_top = steps - 1; t_top >= 0; t_top -= kChunk) {
+    const int64_t o_top = (b * steps + t_top) * F + f;
+    A g_i[kChunk], i_prev[kChunk], xs[kChunk];
+    EXODUS_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      const int64_t t = t_top - k;
+      const int64_t o = o_top - k * F;
+      g_i[k] = t >= 0 ? a.g_i[o] : A(0);
+      i_prev[k] = (alpha_grad && t > 0) ? a.i_all[o - F] : A(0);
+      xs[k] = (alpha_grad && t >= 0) ? static_cast<A>(x[a.x.offset(b, t, f)]) : A(0);
     }
-    carry = alpha * j;
+    EXODUS_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      const int64_t t = t_top - k;
+      if (t < 0) break;
+      const A j = g_i[k] + carry;
+      g_x[o_top - k * F] = static_cast<T>(alpha * j);
+      if (alpha_grad) g_alpha += j * ((t > 0 ? i_prev[k] : a.i0[n]) + xs[k]);
+      carry = alpha * j;
+    }
   }
   a.g_i0[n] = carry;
-  if (a.g_alpha) a.g_alpha[n] = g_alpha;
+  if (alpha_grad) a.g_alpha[n] = g_alpha;
 }
 
 }  // namespace exodus
