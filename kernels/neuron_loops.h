@@ -11,7 +11,7 @@
 
 namespace exodus {
 
-constexpr int kChunk = 16;
+constexpr int kChunk = 8;
 
 template <typename T, typename A>
 EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t b, int64_t f) {
@@ -26,13 +26,19 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
   T* out = static_cast<T*>(a.out);
 
   A w = a.v0[b * F + f];
-  int64_t in = a.u.offset(b, 0, f);
-  int64_t o = b * steps * F + f;
-  for (int64_t t0 = 0; t0 < steps; t0 += kChunk, in += kChunk * a.u.st, o += kChunk * F) {
+  const T* u_t = u + a.u.offset(b, 0, f);  // pointers walk time; cheaper than indices
+  const int64_t o0 = b * steps * F + f;
+  T* out_t = out + o0;
+  A* v_pre_t = a.v_pre ? a.v_pre + o0 : nullptr;
+  A* w_rec_t = a.w_rec ? a.w_rec + o0 : nullptr;
+  for (int64_t t0 = 0; t0 < steps; t0 += kChunk) {
     const int64_t left = steps - t0;
     A x[kChunk];
     EXODUS_UNROLL
-    for (int k = 0; k < kChunk; ++k) x[k] = k < left ? static_cast<A>(u[in + k * a.u.st]) : A(0);
+    for (int k = 0; k < kChunk; ++k) {
+      x[k] = k < left ? static_cast<A>(*u_t) : A(0);
+      u_t += a.u.st;
+    }
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       if (k >= left) break;
@@ -41,13 +47,14 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
       if (spiking) {
         const A s = spike_count(v, theta, p);
         r = apply_reset(v, s, subtract, p);
-        out[o + k * F] = static_cast<T>(s);
+        *out_t = static_cast<T>(s);
       } else {
-        out[o + k * F] = static_cast<T>(v);
+        *out_t = static_cast<T>(v);
       }
-      if (a.v_pre) a.v_pre[o + k * F] = v;
       w = clip ? clip_below(r, min_v) : r;
-      if (a.w_rec) a.w_rec[o + k * F] = w;
+      if (v_pre_t) { *v_pre_t = v; v_pre_t += F; }
+      if (w_rec_t) { *w_rec_t = w; w_rec_t += F; }
+      out_t += F;
     }
   }
   a.v_final[b * F + f] = w;
@@ -72,31 +79,34 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
 
   A carry = a.g_vfinal ? a.g_vfinal[n] : A(0);  // alpha * G_{t+1}, plus the final state's gradient
   A g_alpha = A(0);
-  A v = steps > 0 ? a.v[(b * steps + steps - 1) * F + f] : A(0);
-  // Chunk [t_top - kChunk + 1, t_top], walked downwards; element k is step t_top - k.
+  // Time runs backwards: pointers start at the last step and step back by one row (F).
+  const int64_t o_last = (b * steps + steps - 1) * F + f;
+  const T* g_out_t = g_out + a.g_out.offset(b, steps - 1, f);
+  const A* v_t = a.v + o_last;
+  T* g_u_t = g_u + o_last;
+  A v = steps > 0 ? *v_t : A(0);
   for (int64_t t_top = steps - 1; t_top >= 0; t_top -= kChunk) {
-    const int64_t o_top = (b * steps + t_top) * F + f;
-    A g_y[kChunk], v_prev[kChunk], g_w[kChunk], x[kChunk], sig[kChunk];
+    // Prefetch what every step reads; the optional inputs are read in the step itself.
+    A g_y[kChunk], v_prev[kChunk];
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       const int64_t t = t_top - k;
-      const int64_t o = o_top - k * F;
-      g_y[k] = t >= 0 ? static_cast<A>(g_out[a.g_out.offset(b, t, f)]) : A(0);
-      v_prev[k] = t > 0 ? a.v[o - F] : A(0);
-      g_w[k] = (t >= 0 && a.g_wrec) ? a.g_wrec[o] : A(0);
-      x[k] = (t >= 0 && input_for_alpha) ? static_cast<A>(u[a.u.offset(b, t, f)]) : A(0);
-      sig[k] = (t >= 0 && given_sigma && spiking) ? a.sigma[o] : A(0);
+      g_y[k] = t >= 0 ? static_cast<A>(*g_out_t) : A(0);
+      v_prev[k] = t > 0 ? v_t[-F] : A(0);
+      g_out_t -= a.g_out.st;
+      v_t -= F;
     }
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       const int64_t t = t_top - k;
       if (t < 0) break;
-      const A h = carry + g_w[k];
+      const int64_t o = o_last - (steps - 1 - t) * F;
+      const A h = carry + (a.g_wrec ? a.g_wrec[o] : A(0));
       A r = v, s = A(0), sigma = A(0);
       if (spiking) {
         s = spike_count(v, theta, p);
         r = apply_reset(v, s, subtract, p);
-        sigma = given_sigma ? sig[k] : surrogate_grad(v, theta, a.surrogate);
+        sigma = given_sigma ? a.sigma[o] : surrogate_grad(v, theta, a.surrogate);
       }
       const A c = (!clip || r - min_v > A(0)) ? A(1) : A(0);  // relu passes the gradient where r > m
       A grad_v;
@@ -106,11 +116,12 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
       } else {
         grad_v = g_y[k] + c * h;
       }
-      g_u[o_top - k * F] = static_cast<T>(p.norm_input ? one_minus_alpha * grad_v : grad_v);
+      *g_u_t = static_cast<T>(p.norm_input ? one_minus_alpha * grad_v : grad_v);
+      g_u_t -= F;
       if (a.g_alpha) {
         const A w_prev = t > 0 ? state_after(v_prev[k], theta, subtract, min_v, p) : a.v0[n];
         g_alpha += grad_v * w_prev;
-        if (p.norm_input) g_alpha -= grad_v * x[k];
+        if (input_for_alpha) g_alpha -= grad_v * static_cast<A>(u[a.u.offset(b, t, f)]);
       }
       carry = alpha * grad_v;
       v = v_prev[k];
@@ -127,18 +138,22 @@ EXODUS_HD void synaptic_forward_neuron(const SynapticForwardArgs<A>& a, int64_t 
   const A alpha = a.alpha.at(f);
   const T* x = static_cast<const T*>(a.x.data);
   A i = a.i0[b * F + f];
-  int64_t in = a.x.offset(b, 0, f);
-  int64_t o = b * steps * F + f;
-  for (int64_t t0 = 0; t0 < steps; t0 += kChunk, in += kChunk * a.x.st, o += kChunk * F) {
+  const T* x_t = x + a.x.offset(b, 0, f);
+  A* i_t = a.i_all + b * steps * F + f;
+  for (int64_t t0 = 0; t0 < steps; t0 += kChunk) {
     const int64_t left = steps - t0;
     A xs[kChunk];
     EXODUS_UNROLL
-    for (int k = 0; k < kChunk; ++k) xs[k] = k < left ? static_cast<A>(x[in + k * a.x.st]) : A(0);
+    for (int k = 0; k < kChunk; ++k) {
+      xs[k] = k < left ? static_cast<A>(*x_t) : A(0);
+      x_t += a.x.st;
+    }
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       if (k >= left) break;
       i = alpha * (i + xs[k]);
-      a.i_all[o + k * F] = i;
+      *i_t = i;
+      i_t += F;
     }
   }
   a.i_final[b * F + f] = i;
@@ -154,24 +169,28 @@ EXODUS_HD void synaptic_backward_neuron(const SynapticBackwardArgs<A>& a, int64_
   const bool alpha_grad = a.g_alpha != nullptr;
   A carry = a.g_final ? a.g_final[n] : A(0);
   A g_alpha = A(0);
+  const int64_t o_last = (b * steps + steps - 1) * F + f;
+  const A* g_i_t = a.g_i + o_last;
+  const A* i_t = a.i_all + o_last;
+  const T* x_t = x + a.x.offset(b, steps - 1, f);
+  T* g_x_t = g_x + o_last;
   for (int64_t t_top = steps - 1; t_top >= 0; t_top -= kChunk) {
-    const int64_t o_top = (b * steps + t_top) * F + f;
-    A g_i[kChunk], i_prev[kChunk], xs[kChunk];
+    A g_i[kChunk];
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
-      const int64_t t = t_top - k;
-      const int64_t o = o_top - k * F;
-      g_i[k] = t >= 0 ? a.g_i[o] : A(0);
-      i_prev[k] = (alpha_grad && t > 0) ? a.i_all[o - F] : A(0);
-      xs[k] = (alpha_grad && t >= 0) ? static_cast<A>(x[a.x.offset(b, t, f)]) : A(0);
+      g_i[k] = t_top - k >= 0 ? *g_i_t : A(0);
+      g_i_t -= F;
     }
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       const int64_t t = t_top - k;
       if (t < 0) break;
       const A j = g_i[k] + carry;
-      g_x[o_top - k * F] = static_cast<T>(alpha * j);
-      if (alpha_grad) g_alpha += j * ((t > 0 ? i_prev[k] : a.i0[n]) + xs[k]);
+      *g_x_t = static_cast<T>(alpha * j);
+      g_x_t -= F;
+      if (alpha_grad) g_alpha += j * ((t > 0 ? i_t[-F] : a.i0[n]) + static_cast<A>(*x_t));
+      i_t -= F;
+      x_t -= a.x.st;
       carry = alpha * j;
     }
   }
