@@ -83,18 +83,21 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
   const int64_t o_last = (b * steps + steps - 1) * F + f;
   const T* g_out_t = g_out + a.g_out.offset(b, steps - 1, f);
   const A* v_t = a.v + o_last;
+  const T* u_t = u + a.u.offset(b, steps - 1, f);
   T* g_u_t = g_u + o_last;
   A v = steps > 0 ? *v_t : A(0);
   for (int64_t t_top = steps - 1; t_top >= 0; t_top -= kChunk) {
     // Prefetch what every step reads; the optional inputs are read in the step itself.
-    A g_y[kChunk], v_prev[kChunk];
+    A g_y[kChunk], v_prev[kChunk], x[kChunk];
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       const int64_t t = t_top - k;
       g_y[k] = t >= 0 ? static_cast<A>(*g_out_t) : A(0);
       v_prev[k] = t > 0 ? v_t[-F] : A(0);
+      x[k] = (input_for_alpha && t >= 0) ? static_cast<A>(*u_t) : A(0);  // LIF's default: trained tau
       g_out_t -= a.g_out.st;
       v_t -= F;
+      u_t -= a.u.st;
     }
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
@@ -121,7 +124,7 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
       if (a.g_alpha) {
         const A w_prev = t > 0 ? state_after(v_prev[k], theta, subtract, min_v, p) : a.v0[n];
         g_alpha += grad_v * w_prev;
-        if (input_for_alpha) g_alpha -= grad_v * static_cast<A>(u[a.u.offset(b, t, f)]);
+        if (input_for_alpha) g_alpha -= grad_v * x[k];
       }
       carry = alpha * grad_v;
       v = v_prev[k];

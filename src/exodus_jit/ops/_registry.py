@@ -108,20 +108,48 @@ def _membrane_setup(ctx, inputs, output):
                   list(surrogate_params))
 
 
-def _membrane_backward(ctx, g_out, g_vpre, g_wrec, g_vfinal):
-    if ctx.v_missing:
-        raise RuntimeError("exodus_jit::membrane was called with save_v=False, so it cannot be differentiated")
-    v, u, v0, alpha, threshold, subtract, min_v = ctx.saved_tensors
-    reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, params = ctx.config
+def _direct(t: Tensor) -> bool:
+    """Call the backend op directly: a plain tensor in eager mode. Anything traced (dynamo, fake or
+    functional tensors of AOTAutograd, make_fx) goes through the public op and its fake impl."""
+    return type(t) is torch.Tensor and not torch.compiler.is_compiling()
+
+
+def run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, config, surrogate_kind, surrogate_params,
+                         save_v, record):
+    """The forward op: straight to the backend in eager mode (no Python dispatch layers per call),
+    through the public custom op (fake impl included) while torch.compile traces."""
+    if _direct(u):
+        return backend_ops(u.device).membrane_forward(u, v0, alpha, threshold, subtract, min_v, *config,
+                                                      save_v, record)
+    return membrane(u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind, surrogate_params,
+                    save_v, record)
+
+
+def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wrec, g_vfinal, alpha_grad,
+                   sigma=None):
+    """(grad of u, grad of v0, grad of alpha in alpha's shape or None) from membrane's saved tensors
+    (v, u, v0, alpha, threshold, subtract, min_v) and the incoming gradients (None where unused)."""
+    v, u, v0, alpha, threshold, subtract, min_v = saved
     if g_out is None:
         g_out = torch.zeros_like(u)
     if g_wrec is not None and g_wrec.numel() == 0:
         g_wrec = None
-    alpha_grad = ctx.needs_input_grad[2]
-    g_u, g_v0, g_alpha = membrane_backward(
-        g_out, g_wrec, g_vfinal, v, u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
-        max_spikes, reset_kind, norm_input, surrogate_kind, params, None, alpha_grad)
-    g_alpha = reduce_param_grad(g_alpha, alpha) if alpha_grad else None
+    args = (g_out, g_wrec, g_vfinal, v, u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind,
+            surrogate_params, sigma, alpha_grad)
+    if _direct(u):
+        g_u, g_v0, g_alpha = backend_ops(u.device).membrane_backward(*args)
+    else:
+        g_u, g_v0, g_alpha = membrane_backward(*args)
+    return g_u, g_v0, reduce_param_grad(g_alpha, alpha) if alpha_grad else None
+
+
+def _membrane_backward(ctx, g_out, g_vpre, g_wrec, g_vfinal):
+    if ctx.v_missing:
+        raise RuntimeError("exodus_jit::membrane was called with save_v=False, so it cannot be differentiated")
+    reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, params = ctx.config
+    g_u, g_v0, g_alpha = membrane_grads(
+        ctx.saved_tensors, (reset_value, spike_kind, max_spikes, reset_kind, norm_input), surrogate_kind, params,
+        g_out, g_wrec, g_vfinal, ctx.needs_input_grad[2])
     return (g_u, g_v0, g_alpha) + (None,) * 12
 
 
@@ -159,6 +187,24 @@ def _(g_i, g_final, i_all, x, i0, alpha, alpha_grad):
             _empty(x, st, B, F) if alpha_grad else _empty(x, st, 0))
 
 
+def run_synaptic_forward(x, i0, alpha):
+    if _direct(x):
+        return backend_ops(x.device).synaptic_forward(x, i0, alpha)
+    return synaptic_current(x, i0, alpha)
+
+
+def synaptic_grads(saved, g_i, g_final, alpha_grad):
+    i_all, x, i0, alpha = saved
+    if g_i is None:
+        g_i = torch.zeros_like(i_all)
+    args = (g_i, g_final, i_all, x, i0, alpha, alpha_grad)
+    if _direct(x):
+        g_x, g_i0, g_alpha = backend_ops(x.device).synaptic_backward(*args)
+    else:
+        g_x, g_i0, g_alpha = synaptic_current_backward(*args)
+    return g_x, g_i0, reduce_param_grad(g_alpha, alpha) if alpha_grad else None
+
+
 def _synaptic_setup(ctx, inputs, output):
     x, i0, alpha = inputs
     ctx.set_materialize_grads(False)
@@ -166,12 +212,7 @@ def _synaptic_setup(ctx, inputs, output):
 
 
 def _synaptic_backward(ctx, g_i, g_final):
-    i_all, x, i0, alpha = ctx.saved_tensors
-    if g_i is None:
-        g_i = torch.zeros_like(i_all)
-    alpha_grad = ctx.needs_input_grad[2]
-    g_x, g_i0, g_alpha = synaptic_current_backward(g_i, g_final, i_all, x, i0, alpha, alpha_grad)
-    return g_x, g_i0, reduce_param_grad(g_alpha, alpha) if alpha_grad else None
+    return synaptic_grads(ctx.saved_tensors, g_i, g_final, ctx.needs_input_grad[2])
 
 
 synaptic_current.register_autograd(_synaptic_backward, setup_context=_synaptic_setup)

@@ -180,15 +180,15 @@ def membrane(u: Tensor, v0: Tensor, alpha: ParamLike, threshold: ParamLike = 1.0
             int(max_spikes or 0), reset_kind, norm_input, surrogate, record_states)
     else:
         config = (float(reset_value), int(spike_kind), int(max_spikes or 0), int(reset_kind), bool(norm_input))
-        if surrogate_kind == SurrogateKind.GIVEN and spike_kind != SpikeKind.NONE:
-            out, w_rec, v_final = _MembraneGivenSurrogate.apply(
-                u3, state, alpha_t, threshold_t, subtract_t, min_v_t, config, surrogate, record_states)
+        if torch.compiler.is_compiling() and surrogate_kind != SurrogateKind.GIVEN:
+            # traced graphs use the custom op and its registered autograd
+            save_v = torch.is_grad_enabled() and any(t.requires_grad for t in (u3, state, alpha_t))
+            out, _, w_rec, v_final = _registry.membrane(u3, state, alpha_t, threshold_t, subtract_t, min_v_t,
+                                                        *config, surrogate_kind, surrogate_params, save_v,
+                                                        record_states)
         else:
-            save_v = torch.is_grad_enabled() and any(
-                t.requires_grad for t in (u3, state, alpha_t))
-            out, _, w_rec, v_final = _registry.membrane(
-                u3, state, alpha_t, threshold_t, subtract_t, min_v_t, *config, surrogate_kind,
-                surrogate_params, save_v, record_states)
+            out, w_rec, v_final = _Membrane.apply(u3, state, alpha_t, threshold_t, subtract_t, min_v_t, config,
+                                                  surrogate, record_states)
         if not record_states:
             w_rec = None
     return MembraneOutput(
@@ -203,31 +203,47 @@ def _shaped(t: Tensor, shape) -> Tensor:
     return t if tuple(t.shape) == tuple(shape) else t.reshape(shape)
 
 
-class _MembraneGivenSurrogate(torch.autograd.Function):
-    """The kernels with a surrogate callable: backward evaluates it in PyTorch on the saved
-    membrane and hands the values to the backward kernel."""
+class _Membrane(torch.autograd.Function):
+    """Autograd of the membrane kernels for the functional API: lighter per call than the custom
+    op's registered autograd (which serves direct torch.ops.exodus_jit.membrane users). With a
+    surrogate callable, backward evaluates it in PyTorch on the saved membrane."""
 
     @staticmethod
-    def forward(ctx, u, v0, alpha, threshold, subtract, min_v, config, surrogate_fn, record):
-        out, v_pre, w_rec, v_final = _registry.membrane(
-            u, v0, alpha, threshold, subtract, min_v, *config, int(SurrogateKind.GIVEN), [], True, record)
-        ctx.save_for_backward(v_pre, u, v0, alpha, threshold, subtract, min_v)
-        ctx.config, ctx.surrogate_fn = config, surrogate_fn
+    def forward(ctx, u, v0, alpha, threshold, subtract, min_v, config, surrogate, record):
+        kind, params = _surrogate_args(surrogate)
+        save_v = any(ctx.needs_input_grad[:3])
+        out, v_pre, w_rec, v_final = _registry.run_membrane_forward(
+            u, v0, alpha, threshold, subtract, min_v, config, kind, params, save_v, record)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(_registry.membrane_saved_v(out, v_pre, config[1]), u, v0, alpha, threshold,
+                              subtract, min_v)
+        ctx.config, ctx.surrogate, ctx.kind, ctx.params = config, surrogate, kind, params
         return out, w_rec, v_final
 
     @staticmethod
     def backward(ctx, g_out, g_wrec, g_vfinal):
-        v, u, v0, alpha, threshold, subtract, min_v = ctx.saved_tensors
-        with torch.no_grad():
-            sigma = ctx.surrogate_fn(v, threshold).to(v.dtype).expand_as(v).contiguous()
-        alpha_grad = ctx.needs_input_grad[2]
-        g_u, g_v0, g_alpha = _registry.membrane_backward(
-            g_out.contiguous() if g_out is not None else torch.zeros_like(u),
-            g_wrec if g_wrec is not None and g_wrec.numel() else None,
-            g_vfinal, v, u, v0, alpha, threshold, subtract, min_v, *ctx.config,
-            int(SurrogateKind.GIVEN), [], sigma, alpha_grad)
-        g_alpha = _registry.reduce_param_grad(g_alpha, alpha) if alpha_grad else None
+        saved = ctx.saved_tensors
+        sigma = None
+        if ctx.kind == SurrogateKind.GIVEN and ctx.config[1] != SpikeKind.NONE:
+            v, threshold = saved[0], saved[4]
+            with torch.no_grad():
+                sigma = ctx.surrogate(v, threshold).to(v.dtype).expand_as(v).contiguous()
+        g_u, g_v0, g_alpha = _registry.membrane_grads(
+            saved, ctx.config, ctx.kind, ctx.params, g_out, g_wrec, g_vfinal, ctx.needs_input_grad[2], sigma)
         return g_u, g_v0, g_alpha, None, None, None, None, None, None
+
+
+class _Synaptic(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, i0, alpha):
+        i_all, i_final = _registry.run_synaptic_forward(x, i0, alpha)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(i_all, x, i0, alpha)
+        return i_all, i_final
+
+    @staticmethod
+    def backward(ctx, g_i, g_final):
+        return _registry.synaptic_grads(ctx.saved_tensors, g_i, g_final, ctx.needs_input_grad[2])
 
 
 def synaptic_current(x: Tensor, i0: Tensor, alpha: ParamLike) -> Tuple[Tensor, Tensor]:
@@ -252,7 +268,8 @@ def synaptic_current(x: Tensor, i0: Tensor, alpha: ParamLike) -> Tuple[Tensor, T
     if get_backend() == "reference":
         i_all, i_final = reference.synaptic_current(x3, state, alpha_t)
     else:
-        i_all, i_final = _registry.synaptic_current(x3, state, alpha_t)
+        op = _registry.synaptic_current if torch.compiler.is_compiling() else _Synaptic.apply
+        i_all, i_final = op(x3, state, alpha_t)
     return _shaped(i_all, x.shape), _shaped(i_final, (B, *features))
 
 
