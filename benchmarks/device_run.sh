@@ -36,3 +36,10 @@ python3 benchmarks/bench_layer.py --device cuda --layers LIF IAF LIF_syn LIF_min
   --sizes 16x500x512 16x500x4096 16x500x16384 16x4000x1024 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
 python3 benchmarks/bench_layer.py --device cuda --layers LIF --dtypes bfloat16 float16 --sizes 16x500x16384 \
   --json "$OUT/bench_half.json" 2>&1 | tee -a "$OUT/bench.txt"
+
+if [ -n "${PROFILE:-}" ]; then
+  echo "== profile"
+  for size in 16x500x512 16x500x16384; do
+    python3 benchmarks/profile_layer.py --size $size 2>&1 | tee -a "$OUT/profile.txt" | grep -E "host issue|membrane|synaptic|Self CUDA|elementwise|reduce"
+  done
+fi
