@@ -22,9 +22,11 @@ torch.manual_seed(0)
 # A small convolutional SNN written with sinabs layers.
 sinabs_model = nn.Sequential(
     nn.Conv2d(2, 8, 3, padding=1), sl.IAFSqueeze(batch_size=batch, min_v_mem=-1.0), nn.AvgPool2d(2),
-    nn.Conv2d(8, 16, 3, padding=1), sl.LIFSqueeze(tau_mem=10.0, tau_syn=5.0, batch_size=batch), nn.AvgPool2d(2),
+    nn.Conv2d(8, 16, 3, padding=1), sl.LIFSqueeze(tau_mem=10.0, tau_syn=5.0, norm_input=False, batch_size=batch), nn.AvgPool2d(2),
     nn.Flatten(), nn.Linear(16 * 8 * 8, 10), sl.LIFSqueeze(tau_mem=20.0, norm_input=False, batch_size=batch),
 ).to(device)
+with torch.no_grad():
+    sinabs_model[7].weight *= 10  # enough drive for the output layer to spike
 exodus_model = sinabs_to_exodus(copy.deepcopy(sinabs_model))  # the one-line migration
 print(exodus_model)
 
