@@ -43,3 +43,10 @@ if [ -n "${PROFILE:-}" ]; then
     python3 benchmarks/profile_layer.py --size $size 2>&1 | tee -a "$OUT/profile.txt" | grep -E "host issue|membrane|synaptic|Self CUDA|elementwise|reduce"
   done
 fi
+
+if [ -n "${NCU:-}" ]; then
+  echo "== ncu (speed of light) of one forward and one backward kernel at 16x500x16384"
+  ncu --clock-control none --kernel-name regex:membrane_ --launch-skip 10 --launch-count 2 --section SpeedOfLight \
+    python3 benchmarks/profile_layer.py --size 16x500x16384 --iters 1 2>&1 | tee "$OUT/ncu.txt" \
+    | grep -E "membrane_|Throughput|Duration|SM Busy|Registers" | head -30
+fi

@@ -31,12 +31,19 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
   T* out_t = out + o0;
   A* v_pre_t = a.v_pre ? a.v_pre + o0 : nullptr;
   A* w_rec_t = a.w_rec ? a.w_rec + o0 : nullptr;
+  // Software pipeline: the next chunk's loads are issued before this chunk is computed.
+  A x[kChunk];
+  EXODUS_UNROLL
+  for (int k = 0; k < kChunk; ++k) {
+    x[k] = k < steps ? static_cast<A>(*u_t) : A(0);
+    u_t += a.u.st;
+  }
   for (int64_t t0 = 0; t0 < steps; t0 += kChunk) {
     const int64_t left = steps - t0;
-    A x[kChunk];
+    A x_next[kChunk];
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
-      x[k] = k < left ? static_cast<A>(*u_t) : A(0);
+      x_next[k] = k + kChunk < left ? static_cast<A>(*u_t) : A(0);
       u_t += a.u.st;
     }
     EXODUS_UNROLL
@@ -56,6 +63,8 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
       if (w_rec_t) { *w_rec_t = w; w_rec_t += F; }
       out_t += F;
     }
+    EXODUS_UNROLL
+    for (int k = 0; k < kChunk; ++k) x[k] = x_next[k];
   }
   a.v_final[b * F + f] = w;
 }
@@ -79,6 +88,7 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
 
   A carry = a.g_vfinal ? a.g_vfinal[n] : A(0);  // alpha * G_{t+1}, plus the final state's gradient
   A g_alpha = A(0);
+  A pending = A(0);  // G_{t+1}, waiting for w_t to add G_{t+1} * w_t to the alpha gradient
   // Time runs backwards: pointers start at the last step and step back by one row (F).
   const int64_t o_last = (b * steps + steps - 1) * F + f;
   const T* g_out_t = g_out + a.g_out.offset(b, steps - 1, f);
@@ -86,19 +96,25 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
   const T* u_t = u + a.u.offset(b, steps - 1, f);
   T* g_u_t = g_u + o_last;
   A v = steps > 0 ? *v_t : A(0);
-  for (int64_t t_top = steps - 1; t_top >= 0; t_top -= kChunk) {
-    // Prefetch what every step reads; the optional inputs are read in the step itself.
-    A g_y[kChunk], v_prev[kChunk], x[kChunk];
+  // Software pipeline as in forward; what every step reads is prefetched, the optional inputs
+  // (recorded-state gradients, given surrogate values) are read in the step itself.
+  A g_y[kChunk], v_prev[kChunk], x[kChunk];
+  auto load_chunk = [&](int64_t t_top, A* g_y_c, A* v_prev_c, A* x_c) {
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       const int64_t t = t_top - k;
-      g_y[k] = t >= 0 ? static_cast<A>(*g_out_t) : A(0);
-      v_prev[k] = t > 0 ? v_t[-F] : A(0);
-      x[k] = (input_for_alpha && t >= 0) ? static_cast<A>(*u_t) : A(0);  // LIF's default: trained tau
+      g_y_c[k] = t >= 0 ? static_cast<A>(*g_out_t) : A(0);
+      v_prev_c[k] = t > 0 ? v_t[-F] : A(0);
+      x_c[k] = (input_for_alpha && t >= 0) ? static_cast<A>(*u_t) : A(0);  // LIF's default: trained tau
       g_out_t -= a.g_out.st;
       v_t -= F;
       u_t -= a.u.st;
     }
+  };
+  load_chunk(steps - 1, g_y, v_prev, x);
+  for (int64_t t_top = steps - 1; t_top >= 0; t_top -= kChunk) {
+    A g_y_next[kChunk], v_prev_next[kChunk], x_next[kChunk];
+    load_chunk(t_top - kChunk, g_y_next, v_prev_next, x_next);
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       const int64_t t = t_top - k;
@@ -122,16 +138,23 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
       *g_u_t = static_cast<T>(p.norm_input ? one_minus_alpha * grad_v : grad_v);
       g_u_t -= F;
       if (a.g_alpha) {
-        const A w_prev = t > 0 ? state_after(v_prev[k], theta, subtract, min_v, p) : a.v0[n];
-        g_alpha += grad_v * w_prev;
+        // dv_{t+1}/dalpha holds w_t, known only now: settle step t+1's term with it
+        g_alpha += pending * (clip ? clip_below(r, min_v) : r);
+        pending = grad_v;
         if (input_for_alpha) g_alpha -= grad_v * x[k];
       }
       carry = alpha * grad_v;
       v = v_prev[k];
     }
+    EXODUS_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      g_y[k] = g_y_next[k];
+      v_prev[k] = v_prev_next[k];
+      x[k] = x_next[k];
+    }
   }
   a.g_v0[n] = carry;
-  if (a.g_alpha) a.g_alpha[n] = g_alpha;
+  if (a.g_alpha) a.g_alpha[n] = g_alpha + pending * a.v0[n];
 }
 
 // Synaptic current: i_t = alpha * (i_{t-1} + x_t), as sinabs.

@@ -42,14 +42,6 @@ EXODUS_HD A clip_below(A r, A m) {
   return (d > A(0) ? d : A(0)) + m;
 }
 
-// The state a membrane value v leaves behind: spike, reset, clip (identity chain for ExpLeak).
-template <typename A>
-EXODUS_HD A state_after(A v, A theta, A subtract, A min_v, const NeuronParams<A>& p) {
-  A r = v;
-  if (p.spike != SpikeKind::None) r = apply_reset(v, spike_count(v, theta, p), subtract, p);
-  return p.min_v.present() ? clip_below(r, min_v) : r;
-}
-
 template <typename A>
 EXODUS_HD A gaussian(A x, A mu, A sigma) {
   const A two_pi = A(6.283185307179586);
