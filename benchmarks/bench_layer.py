@@ -22,7 +22,30 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
+class SpikingJellyLIF(torch.nn.Module):
+    """SpikingJelly 2.0's multi-step LIF in its own (T, B, N) layout, with a sinabs-like reset."""
+
+    time_major = True
+
+    def __init__(self):
+        super().__init__()
+        from spikingjelly.activation_based import functional, neuron
+
+        self.node = neuron.LIFNode(tau=10.0, step_mode="m", v_reset=None)
+        self._reset = functional.reset_net
+
+    def reset_states(self):
+        self._reset(self.node)
+
+    def forward(self, x):
+        return self.node(x)
+
+
 def make_layer(framework: str, kind: str, device: str):
+    if framework == "spikingjelly":
+        if kind != "LIF":
+            return None
+        return SpikingJellyLIF().to(device)
     kwargs = {"LIF": dict(tau_mem=10.0), "IAF": {}, "LIF_syn": dict(tau_mem=10.0, tau_syn=5.0),
               "LIF_minv": dict(tau_mem=10.0, min_v_mem=-1.0)}[kind]
     name = "IAF" if kind == "IAF" else "LIF"
@@ -57,6 +80,10 @@ class Timer:
 def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, warmup: int) -> dict:
     torch.manual_seed(0)
     layer = make_layer(framework, kind, device)
+    if layer is None:
+        return None
+    if getattr(layer, "time_major", False):
+        shape = (shape[1], shape[0], *shape[2:])  # the peer's native layout, same elements
     x = (torch.randn(shape, device=device) * 10).to(dtype).requires_grad_()
     grad = torch.randn(shape, device=device).to(dtype)
     timer = Timer(device)
@@ -89,7 +116,8 @@ def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, wa
     if device.startswith("cuda"):
         peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
     firing = float((state["out"] > 0).float().mean())
-    return {"framework": framework, "layer": kind, "shape": list(shape), "dtype": str(dtype).split(".")[-1],
+    return {"framework": framework, "layer": kind, "shape": list(shape) if not getattr(layer, "time_major", False)
+            else [shape[1], shape[0], *shape[2:]], "dtype": str(dtype).split(".")[-1],
             "device": device, "forward_ms": statistics.median(fwd), "backward_ms": statistics.median(bwd),
             "total_ms": statistics.median(f + b for f, b in zip(fwd, bwd)),
             "spread_ms": max(fwd) - min(fwd), "peak_extra_mb": peak_mb, "firing": firing, "repeats": repeats}
@@ -128,7 +156,14 @@ def main() -> None:
         for framework in args.frameworks:
             for kind in args.layers:
                 for dtype in args.dtypes:
-                    r = bench(framework, kind, shape, args.device, getattr(torch, dtype), args.repeats, args.warmup)
+                    try:
+                        r = bench(framework, kind, shape, args.device, getattr(torch, dtype), args.repeats,
+                                  args.warmup)
+                    except Exception as exc:  # a peer that fails here is reported, not fatal
+                        print(f"{framework} {kind} {size} {dtype}: FAILED {type(exc).__name__}: {exc}")
+                        continue
+                    if r is None:
+                        continue
                     elems = shape[0] * shape[1] * shape[2]
                     # the floor's bytes: forward reads x, writes s; backward reads g and x, writes g_x
                     r["floor_bytes"] = elems * 5 * torch.tensor([], dtype=getattr(torch, dtype)).element_size()
