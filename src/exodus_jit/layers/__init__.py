@@ -43,21 +43,20 @@ class ExodusNeuronMixin:
             else:  # i_t = a i_{t-1} + x_t: the leaky integrator without clipping
                 late = ops.membrane(input_data, self.i_syn, alpha_syn, spike="none")
                 current, i_final = late.output, late.v_final
-            self.i_syn = _owned(i_final)
+            self.i_syn = _owned(i_final, trailing_dim)
             if self.record_states:
                 recordings["i_syn"] = current
 
+        kwargs = self._kernel_options()
         if self.spike_fn is None:
-            kwargs = {"spike": "none"}
             threshold = 1.0
             if self.decay_early:  # the input decays within its own step (sinabs-exodus option)
                 current = current * alpha_mem.to(current.device)
         else:
-            kwargs = neuron_kwargs(self.spike_fn, self.reset_fn, self.surrogate_grad_fn)
             threshold = self.spike_threshold
         result = ops.membrane(current, self.v_mem, alpha_mem, threshold, min_v_mem=self.min_v_mem,
                               norm_input=self.norm_input, record_states=self.record_states, **kwargs)
-        self.v_mem = _owned(result.v_final)
+        self.v_mem = _owned(result.v_final, trailing_dim)
         if self.record_states:
             recordings["v_mem"] = result.v_rec
         self.recordings = recordings
@@ -66,6 +65,23 @@ class ExodusNeuronMixin:
 
     def forward(self, input_data: torch.Tensor) -> torch.Tensor:
         return self._exodus_forward(input_data)
+
+    def _kernel_options(self) -> dict:
+        """ops.membrane's options for this layer's spike_fn, reset_fn and surrogate, translated
+        once (eagerly, so torch.compile reads a plain dict) and again after one of them changes."""
+        options = self.__dict__.get("_exodus_options")
+        if options is None:
+            if self.spike_fn is None:
+                options = {"spike": "none"}
+            else:
+                options = neuron_kwargs(self.spike_fn, self.reset_fn, self.surrogate_grad_fn)
+            self.__dict__["_exodus_options"] = options
+        return options
+
+    def __setattr__(self, name, value) -> None:
+        super().__setattr__(name, value)
+        if name in ("spike_fn", "reset_fn", "surrogate_grad_fn"):
+            self.__dict__.pop("_exodus_options", None)
 
     @property
     def _param_dict(self) -> dict:
@@ -77,15 +93,10 @@ class ExodusNeuronMixin:
         return "EXODUS " + super().__repr__()
 
 
-def _owned(state: torch.Tensor) -> torch.Tensor:
-    # sinabs' reset_states detaches buffers in place, which views refuse; (B, *F) states of
-    # multi-dimensional layers come back from the ops as views of (B, F').
-    return state.clone() if state._is_view() else state
-
-
-def _check_spiking(spike_fn, reset_fn, surrogate_grad_fn) -> None:
-    """Refuse at construction what the kernels cannot run (NotImplementedError names options)."""
-    neuron_kwargs(spike_fn, reset_fn, surrogate_grad_fn)
+def _owned(state: torch.Tensor, trailing_dim) -> torch.Tensor:
+    # sinabs' reset_states detaches buffers in place, which views refuse; the ops return states
+    # of any neuron shape but (N,) as views of their (B, N) result.
+    return state if len(trailing_dim) == 1 else state.clone()
 
 
 class LIF(ExodusNeuronMixin, sl.LIF):
@@ -132,13 +143,13 @@ class LIF(ExodusNeuronMixin, sl.LIF):
         record_states: bool = False,
         decay_early: bool = True,
     ):
-        _check_spiking(spike_fn, reset_fn, surrogate_grad_fn)
         super().__init__(
             tau_mem=tau_mem, tau_syn=tau_syn, spike_threshold=spike_threshold, spike_fn=spike_fn,
             reset_fn=reset_fn, surrogate_grad_fn=surrogate_grad_fn, min_v_mem=min_v_mem,
             train_alphas=train_alphas, shape=shape, norm_input=norm_input, record_states=record_states,
         )
         self.decay_early = decay_early
+        self._kernel_options()  # refuses unsupported options now, not at the first forward
 
 
 class IAF(ExodusNeuronMixin, sl.IAF):
@@ -176,13 +187,13 @@ class IAF(ExodusNeuronMixin, sl.IAF):
         record_states: bool = False,
         decay_early: bool = True,
     ):
-        _check_spiking(spike_fn, reset_fn, surrogate_grad_fn)
         super().__init__(
             spike_threshold=spike_threshold, spike_fn=spike_fn, reset_fn=reset_fn,
             surrogate_grad_fn=surrogate_grad_fn, tau_syn=tau_syn, min_v_mem=min_v_mem, shape=shape,
             record_states=record_states,
         )
         self.decay_early = decay_early
+        self._kernel_options()  # refuses unsupported options now, not at the first forward
 
 
 class ExpLeak(ExodusNeuronMixin, sl.ExpLeak):
@@ -219,6 +230,7 @@ class ExpLeak(ExodusNeuronMixin, sl.ExpLeak):
             norm_input=norm_input, record_states=record_states,
         )
         self.decay_early = decay_early
+        self._kernel_options()  # refuses unsupported options now, not at the first forward
 
 
 def _squeeze_forward(self, input_data: torch.Tensor) -> torch.Tensor:
@@ -231,10 +243,9 @@ class LIFSqueeze(ExodusNeuronMixin, sl.LIFSqueeze):
     `batch_size` or `num_timesteps`. Other arguments as :class:`LIF`."""
 
     def __init__(self, batch_size=None, num_timesteps=None, decay_early: bool = True, **kwargs):
-        _check_spiking(kwargs.get("spike_fn", MultiSpike), kwargs.get("reset_fn", MembraneSubtract()),
-                       kwargs.get("surrogate_grad_fn", SingleExponential()))
         super().__init__(batch_size=batch_size, num_timesteps=num_timesteps, **kwargs)
         self.decay_early = decay_early
+        self._kernel_options()  # refuses unsupported options now, not at the first forward
 
     forward = _squeeze_forward
 
@@ -244,10 +255,9 @@ class IAFSqueeze(ExodusNeuronMixin, sl.IAFSqueeze):
     `batch_size` or `num_timesteps`. Other arguments as :class:`IAF`."""
 
     def __init__(self, batch_size=None, num_timesteps=None, decay_early: bool = True, **kwargs):
-        _check_spiking(kwargs.get("spike_fn", MultiSpike), kwargs.get("reset_fn", MembraneSubtract()),
-                       kwargs.get("surrogate_grad_fn", SingleExponential()))
         super().__init__(batch_size=batch_size, num_timesteps=num_timesteps, **kwargs)
         self.decay_early = decay_early
+        self._kernel_options()  # refuses unsupported options now, not at the first forward
 
     forward = _squeeze_forward
 
@@ -259,5 +269,6 @@ class ExpLeakSqueeze(ExodusNeuronMixin, sl.ExpLeakSqueeze):
     def __init__(self, batch_size=None, num_timesteps=None, decay_early: bool = False, **kwargs):
         super().__init__(batch_size=batch_size, num_timesteps=num_timesteps, **kwargs)
         self.decay_early = decay_early
+        self._kernel_options()  # refuses unsupported options now, not at the first forward
 
     forward = _squeeze_forward

@@ -25,11 +25,15 @@ SUPPORTED = (
 )
 
 
+# spike_fn is passed as a class (sinabs convention); looked up by dict so torch.compile traces it
+_SPIKE_CLASSES = {MultiSpike: "multi", SingleSpike: "single"}
+
+
 def spike_kwargs(spike_fn: Any) -> Dict[str, Any]:
-    if spike_fn is MultiSpike:
-        return {"spike": "multi"}
-    if spike_fn is SingleSpike:
-        return {"spike": "single"}
+    if isinstance(spike_fn, type):
+        name = _SPIKE_CLASSES.get(spike_fn)
+        if name is not None:
+            return {"spike": name}
     if isinstance(spike_fn, MaxSpike):
         if spike_fn.max_num_spikes_per_bin is None:
             return {"spike": "multi"}
@@ -45,19 +49,21 @@ def reset_kwargs(reset_fn: Any) -> Dict[str, Any]:
     raise NotImplementedError(f"exodus-jit cannot run reset_fn={reset_fn!r}. Supported: {SUPPORTED}")
 
 
+_KERNEL_SURROGATES = {
+    SingleExponential: lambda fn: Surrogate.single_exponential(fn.grad_width, fn.grad_scale),
+    PeriodicExponential: lambda fn: Surrogate.periodic_exponential(fn.grad_width, fn.grad_scale),
+    Heaviside: lambda fn: Surrogate.heaviside(fn.window),
+    Gaussian: lambda fn: Surrogate.gaussian(fn.mu, fn.sigma, fn.grad_scale),
+    MultiGaussian: lambda fn: Surrogate.multi_gaussian(fn.mu, fn.sigma, fn.h, fn.s, fn.grad_scale),
+}
+
+
 def surrogate_for(fn: Optional[Callable]) -> Any:
     """A sinabs surrogate as a kernel Surrogate; any other callable runs through PyTorch."""
-    # exact type checks: a subclass may override __call__, so it keeps the PyTorch path
-    if type(fn) is SingleExponential:
-        return Surrogate.single_exponential(fn.grad_width, fn.grad_scale)
-    if type(fn) is PeriodicExponential:
-        return Surrogate.periodic_exponential(fn.grad_width, fn.grad_scale)
-    if type(fn) is Heaviside:
-        return Surrogate.heaviside(fn.window)
-    if type(fn) is Gaussian:
-        return Surrogate.gaussian(fn.mu, fn.sigma, fn.grad_scale)
-    if type(fn) is MultiGaussian:
-        return Surrogate.multi_gaussian(fn.mu, fn.sigma, fn.h, fn.s, fn.grad_scale)
+    # looked up by exact type: a subclass may override __call__, so it keeps the PyTorch path
+    to_kernel = _KERNEL_SURROGATES.get(type(fn))
+    if to_kernel is not None:
+        return to_kernel(fn)
     if fn is None or not callable(fn):
         raise NotImplementedError(f"surrogate_grad_fn={fn!r} is not callable. Supported: {SUPPORTED}")
     return fn
