@@ -150,7 +150,7 @@ def test_options_changed_after_construction_take_effect():
     from sinabs.activation import SingleSpike
 
     layer = el.IAF()
-    x = torch.full((1, 3, 1), 2.5)
+    x = torch.full((1, 1, 1), 2.5)
     assert layer(x).max() == 2  # MultiSpike
     layer.spike_fn = SingleSpike
     layer.reset_states()
