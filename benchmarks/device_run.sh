@@ -11,14 +11,14 @@ export PYTHONPATH=/tmp/site:$PWD/src
 export EXODUS_JIT_CACHE=/tmp/exodus-cache
 rm -rf "$EXODUS_JIT_CACHE"
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
-python3 -m exodus_jit doctor | tee "$OUT/doctor.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/env.txt"
+python3 -m exodus_jit doctor | tee -a "$OUT/env.txt"
 
 echo "== first-use build (CPU + CUDA, $(nproc) cores)"
 start=$(date +%s.%N)
-python3 -m exodus_jit build --cpu --cuda 2>&1 | tee "$OUT/build.txt"
-echo "build wall: $(python3 -c "import time; print(round(time.time() - $start, 1))") s" | tee -a "$OUT/build.txt"
-python3 - <<'PY' 2>&1 | tee -a "$OUT/build.txt"
+python3 -m exodus_jit build --cpu --cuda 2>&1 | tee -a "$OUT/env.txt"
+echo "build wall: $(python3 -c "import time; print(round(time.time() - $start, 1))") s" | tee -a "$OUT/env.txt"
+python3 - <<'PY' 2>&1 | tee -a "$OUT/env.txt"
 import time, torch
 t = time.monotonic()
 from exodus_jit.ops import _extension
@@ -38,6 +38,9 @@ python3 benchmarks/bench_layer.py --device cuda --frameworks sinabs --layers LIF
   --warmup 1 --json "$OUT/bench_sinabs.json" 2>&1 | tee -a "$OUT/bench.txt"
 python3 benchmarks/bench_layer.py --device cuda --layers LIF --dtypes bfloat16 float16 --sizes 16x500x16384 \
   --json "$OUT/bench_half.json" 2>&1 | tee -a "$OUT/bench.txt"
+
+echo "== example: train_synthetic on the GPU"
+python3 examples/train_synthetic.py --epochs 5 --plot "$OUT/train_synthetic_loss.png" 2>&1 | tee "$OUT/train.txt"
 
 if [ -n "${PROFILE:-}" ]; then
   echo "== profile"
