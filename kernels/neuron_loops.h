@@ -11,7 +11,8 @@
 
 namespace exodus {
 
-constexpr int kChunk = 8;
+constexpr int kChunk = 8;      // forward
+constexpr int kChunkBack = 4;  // backward: three prefetched streams, so fewer steps per chunk
 
 template <typename T, typename A>
 EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t b, int64_t f) {
@@ -98,10 +99,10 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
   A v = steps > 0 ? *v_t : A(0);
   // Software pipeline as in forward; what every step reads is prefetched, the optional inputs
   // (recorded-state gradients, given surrogate values) are read in the step itself.
-  A g_y[kChunk], v_prev[kChunk], x[kChunk];
+  A g_y[kChunkBack], v_prev[kChunkBack], x[kChunkBack];
   auto load_chunk = [&](int64_t t_top, A* g_y_c, A* v_prev_c, A* x_c) {
     EXODUS_UNROLL
-    for (int k = 0; k < kChunk; ++k) {
+    for (int k = 0; k < kChunkBack; ++k) {
       const int64_t t = t_top - k;
       g_y_c[k] = t >= 0 ? static_cast<A>(*g_out_t) : A(0);
       v_prev_c[k] = t > 0 ? v_t[-F] : A(0);
@@ -112,11 +113,11 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
     }
   };
   load_chunk(steps - 1, g_y, v_prev, x);
-  for (int64_t t_top = steps - 1; t_top >= 0; t_top -= kChunk) {
-    A g_y_next[kChunk], v_prev_next[kChunk], x_next[kChunk];
-    load_chunk(t_top - kChunk, g_y_next, v_prev_next, x_next);
+  for (int64_t t_top = steps - 1; t_top >= 0; t_top -= kChunkBack) {
+    A g_y_next[kChunkBack], v_prev_next[kChunkBack], x_next[kChunkBack];
+    load_chunk(t_top - kChunkBack, g_y_next, v_prev_next, x_next);
     EXODUS_UNROLL
-    for (int k = 0; k < kChunk; ++k) {
+    for (int k = 0; k < kChunkBack; ++k) {
       const int64_t t = t_top - k;
       if (t < 0) break;
       const int64_t o = o_last - (steps - 1 - t) * F;
@@ -147,7 +148,7 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
       v = v_prev[k];
     }
     EXODUS_UNROLL
-    for (int k = 0; k < kChunk; ++k) {
+    for (int k = 0; k < kChunkBack; ++k) {
       g_y[k] = g_y_next[k];
       v_prev[k] = v_prev_next[k];
       x[k] = x_next[k];

@@ -92,8 +92,13 @@ def _feature_param(name: str, value: ParamLike, x: Tensor) -> Tensor:
         if not isinstance(value, (int, float)):
             raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
         return torch.full((1,), float(value), dtype=dtype, device=x.device)
-    if value.device != x.device and value.numel() != 1:
-        raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
+    if value.device != x.device:
+        if value.numel() != 1:
+            raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
+        if value.device.type == "cpu" and not value.requires_grad:
+            # a CPU constant such as sinabs' IAF alpha = tensor(1.): a fill, not a host-to-device
+            # copy (which CUDA graph capture forbids)
+            return torch.full((1,), float(value), dtype=dtype, device=x.device)
     if not value.is_floating_point():
         value = value.to(dtype)
     value = value.to(device=x.device, dtype=dtype)
