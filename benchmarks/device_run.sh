@@ -42,6 +42,13 @@ python3 benchmarks/bench_layer.py --device cuda --layers LIF --dtypes bfloat16 f
 echo "== example: train_synthetic on the GPU"
 python3 examples/train_synthetic.py --epochs 5 --plot "$OUT/train_synthetic_loss.png" 2>&1 | tee "$OUT/train.txt"
 
+gpus=$(nvidia-smi -L | wc -l)
+if [ "$gpus" -ge 2 ]; then
+  echo "== DDP example on 2 GPUs (fresh JIT cache shared by both ranks)"
+  EXODUS_JIT_CACHE=/tmp/exodus-cache-ddp torchrun --nproc_per_node=2 examples/ddp_train.py --steps 8 2>&1 \
+    | grep -vE "FutureWarning|DistributedDataParallel\(" | tee -a "$OUT/train.txt"
+fi
+
 if [ -n "${PROFILE:-}" ]; then
   echo "== profile"
   for size in 16x500x512 16x500x16384; do

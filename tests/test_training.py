@@ -155,3 +155,18 @@ def test_options_changed_after_construction_take_effect():
     layer.spike_fn = SingleSpike
     layer.reset_states()
     assert layer(x).max() == 1
+
+
+@pytest.mark.slow
+def test_ddp_example_on_two_cpu_processes(tmp_path):
+    """examples/ddp_train.py with gloo: the ranks share one JIT cache (one build) and their losses
+    equal a single process on the global batch (the script checks and fails otherwise)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), EXODUS_JIT_CACHE=str(tmp_path / "cache"),
+               CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           str(REPO / "examples" / "ddp_train.py"), "--steps", "3"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("kernels loaded") == 2
+    assert (proc.stdout + proc.stderr).count("exodus-jit: compiling") == 1
+    assert "largest relative loss difference" in proc.stdout
