@@ -233,42 +233,34 @@ class ExpLeak(ExodusNeuronMixin, sl.ExpLeak):
         self._kernel_options()  # refuses unsupported options now, not at the first forward
 
 
-def _squeeze_forward(self, input_data: torch.Tensor) -> torch.Tensor:
-    """Forward for (Batch*Time, ...) input: unflatten, run, flatten (sinabs' SqueezeMixin)."""
-    return self.squeeze_forward(input_data, self._exodus_forward)
+class _ExodusSqueeze(ExodusNeuronMixin):
+    """The Squeeze variants: (Batch*Time, ...) input, unflattened around the exodus forward as
+    sinabs' SqueezeMixin does; give `batch_size` or `num_timesteps`."""
+
+    _decay_early_default = True
+
+    def __init__(self, batch_size=None, num_timesteps=None, decay_early: Optional[bool] = None, **kwargs):
+        super().__init__(batch_size=batch_size, num_timesteps=num_timesteps, **kwargs)
+        self.decay_early = self._decay_early_default if decay_early is None else decay_early
+        self._kernel_options()  # refuses unsupported options now, not at the first forward
+
+    def forward(self, input_data: torch.Tensor) -> torch.Tensor:
+        return self.squeeze_forward(input_data, self._exodus_forward)
 
 
-class LIFSqueeze(ExodusNeuronMixin, sl.LIFSqueeze):
+class LIFSqueeze(_ExodusSqueeze, sl.LIFSqueeze):
     """:class:`LIF` taking squeezed input (Batch*Time, ...), as sinabs' LIFSqueeze; give
-    `batch_size` or `num_timesteps`. Other arguments as :class:`LIF`."""
-
-    def __init__(self, batch_size=None, num_timesteps=None, decay_early: bool = True, **kwargs):
-        super().__init__(batch_size=batch_size, num_timesteps=num_timesteps, **kwargs)
-        self.decay_early = decay_early
-        self._kernel_options()  # refuses unsupported options now, not at the first forward
-
-    forward = _squeeze_forward
+    `batch_size` or `num_timesteps`. Other arguments as :class:`LIF` (decay_early default True)."""
 
 
-class IAFSqueeze(ExodusNeuronMixin, sl.IAFSqueeze):
+class IAFSqueeze(_ExodusSqueeze, sl.IAFSqueeze):
     """:class:`IAF` taking squeezed input (Batch*Time, ...), as sinabs' IAFSqueeze; give
-    `batch_size` or `num_timesteps`. Other arguments as :class:`IAF`."""
-
-    def __init__(self, batch_size=None, num_timesteps=None, decay_early: bool = True, **kwargs):
-        super().__init__(batch_size=batch_size, num_timesteps=num_timesteps, **kwargs)
-        self.decay_early = decay_early
-        self._kernel_options()  # refuses unsupported options now, not at the first forward
-
-    forward = _squeeze_forward
+    `batch_size` or `num_timesteps`. Other arguments as :class:`IAF` (decay_early default True)."""
 
 
-class ExpLeakSqueeze(ExodusNeuronMixin, sl.ExpLeakSqueeze):
+class ExpLeakSqueeze(_ExodusSqueeze, sl.ExpLeakSqueeze):
     """:class:`ExpLeak` taking squeezed input (Batch*Time, ...), as sinabs' ExpLeakSqueeze; give
-    `batch_size` or `num_timesteps`. Other arguments as :class:`ExpLeak`."""
+    `batch_size` or `num_timesteps`. Other arguments as :class:`ExpLeak` (decay_early default
+    False)."""
 
-    def __init__(self, batch_size=None, num_timesteps=None, decay_early: bool = False, **kwargs):
-        super().__init__(batch_size=batch_size, num_timesteps=num_timesteps, **kwargs)
-        self.decay_early = decay_early
-        self._kernel_options()  # refuses unsupported options now, not at the first forward
-
-    forward = _squeeze_forward
+    _decay_early_default = False
