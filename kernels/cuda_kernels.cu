@@ -22,7 +22,7 @@ __global__ void __launch_bounds__(kMaxThreads, 4) membrane_forward_kernel(const 
 }
 
 template <typename T, typename A>
-__global__ void __launch_bounds__(kMaxThreads, 3) membrane_backward_kernel(const MembraneBackwardArgs<A> a) {
+__global__ void __launch_bounds__(kMaxThreads, 2) membrane_backward_kernel(const MembraneBackwardArgs<A> a) {
   const int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (n < a.shape.neurons()) membrane_backward_neuron<T, A>(a, n / a.shape.features, n % a.shape.features);
 }

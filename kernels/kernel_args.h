@@ -32,6 +32,18 @@ enum class SurrogateKind : int32_t {
 };
 constexpr int kSurrogateParams = 5;
 
+// Forward keeps the state every kCheckpointSteps steps; backward recomputes the membrane between
+// checkpoints instead of reading a saved (B, T, F) trajectory. Python mirrors it
+// (exodus_jit/ops/_config.py CHECKPOINT_STEPS).
+constexpr int kCheckpointSteps = 8;
+
+// What forward keeps for backward (the `save` argument of membrane_forward).
+enum class SaveKind : int32_t {
+  Nothing = 0,
+  Checkpoints = 1,  // (B, ceil(T / kCheckpointSteps), F): the state before each segment
+  Trajectory = 2,   // (B, T, F): the membrane before spike/reset, for surrogates evaluated in PyTorch
+};
+
 struct Shape {
   int64_t batch, time, features;
   EXODUS_HD int64_t neurons() const { return batch * features; }
@@ -77,7 +89,8 @@ struct MembraneForwardArgs {
   View3 u;
   const A* v0;   // (B, F)
   void* out;     // (B, T, F): spikes, or v for ExpLeak
-  A* v_pre;      // (B, T, F) membrane before spike/reset, saved for backward; may be null
+  A* ckpt;       // (B, C, F) state before each segment of kCheckpointSteps steps; may be null
+  A* v_pre;      // (B, T, F) membrane before spike/reset; may be null
   A* w_rec;      // (B, T, F) state after reset and clipping (record_states); may be null
   A* v_final;    // (B, F)
 };
@@ -91,8 +104,8 @@ struct MembraneBackwardArgs {
   View3 g_out;
   const A* g_wrec;    // (B, T, F) or null
   const A* g_vfinal;  // (B, F) or null
-  const A* v;         // (B, T, F) membrane before spike/reset
-  View3 u;            // read only for the alpha gradient with norm_input
+  const A* ckpt;      // (B, C, F) checkpoints written by forward
+  View3 u;            // the input: backward recomputes the membrane from it
   const A* v0;        // (B, F)
   const A* sigma;     // (B, T, F) surrogate values when surrogate.kind == Given
   void* g_u;          // (B, T, F)

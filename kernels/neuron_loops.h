@@ -11,27 +11,44 @@
 
 namespace exodus {
 
-constexpr int kChunk = 8;      // forward
-constexpr int kChunkBack = 4;  // backward: three prefetched streams, so fewer steps per chunk
+constexpr int kChunk = 8;
+
+// One neuron's constants and its step, shared by forward and by backward's recomputation, so
+// that the recomputed membrane is bit-identical to the forward one.
+template <typename A>
+struct Neuron {
+  const NeuronParams<A>& p;
+  A alpha, one_minus_alpha, theta, subtract, min_v;
+  bool clip, spiking;
+
+  EXODUS_HD Neuron(const NeuronParams<A>& params, int64_t f)
+      : p(params), alpha(params.alpha.at(f)), one_minus_alpha(A(1) - params.alpha.at(f)),
+        theta(params.threshold.at(f)), subtract(params.subtract.at(f)),
+        min_v(params.min_v.present() ? params.min_v.at(f) : A(0)), clip(params.min_v.present()),
+        spiking(params.spike != SpikeKind::None) {}
+
+  // v_t from the state w_{t-1} and the input x_t
+  EXODUS_HD A membrane(A w, A x) const { return alpha * w + (p.norm_input ? one_minus_alpha * x : x); }
+  EXODUS_HD A spikes(A v) const { return spiking ? spike_count(v, theta, p) : A(0); }
+  // r_t: after the reset (v itself for ExpLeak)
+  EXODUS_HD A reset(A v, A s) const { return spiking ? apply_reset(v, s, subtract, p) : v; }
+  // w_t: after clipping
+  EXODUS_HD A state(A r) const { return clip ? clip_below(r, min_v) : r; }
+};
 
 template <typename T, typename A>
 EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t b, int64_t f) {
-  const NeuronParams<A>& p = a.p;
+  const Neuron<A> nrn(a.p, f);
   const int64_t F = a.shape.features, steps = a.shape.time;
-  const A alpha = p.alpha.at(f), theta = p.threshold.at(f), subtract = p.subtract.at(f);
-  const A one_minus_alpha = A(1) - alpha;
-  const bool clip = p.min_v.present();
-  const A min_v = clip ? p.min_v.at(f) : A(0);
-  const bool spiking = p.spike != SpikeKind::None;
-  const T* u = static_cast<const T*>(a.u.data);
-  T* out = static_cast<T*>(a.out);
-
-  A w = a.v0[b * F + f];
-  const T* u_t = u + a.u.offset(b, 0, f);  // pointers walk time; cheaper than indices
+  const int64_t segments = (steps + kCheckpointSteps - 1) / kCheckpointSteps;
+  const T* u_t = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f);  // pointers walk time
   const int64_t o0 = b * steps * F + f;
-  T* out_t = out + o0;
+  T* out_t = static_cast<T*>(a.out) + o0;
   A* v_pre_t = a.v_pre ? a.v_pre + o0 : nullptr;
   A* w_rec_t = a.w_rec ? a.w_rec + o0 : nullptr;
+  A* ckpt_t = a.ckpt ? a.ckpt + b * segments * F + f : nullptr;
+
+  A w = a.v0[b * F + f];
   // Software pipeline: the next chunk's loads are issued before this chunk is computed.
   A x[kChunk];
   EXODUS_UNROLL
@@ -50,16 +67,14 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       if (k >= left) break;
-      const A v = alpha * w + (p.norm_input ? one_minus_alpha * x[k] : x[k]);
-      A r = v;
-      if (spiking) {
-        const A s = spike_count(v, theta, p);
-        r = apply_reset(v, s, subtract, p);
-        *out_t = static_cast<T>(s);
-      } else {
-        *out_t = static_cast<T>(v);
+      if (ckpt_t && (t0 + k) % kCheckpointSteps == 0) {
+        *ckpt_t = w;
+        ckpt_t += F;
       }
-      w = clip ? clip_below(r, min_v) : r;
+      const A v = nrn.membrane(w, x[k]);
+      const A s = nrn.spikes(v);
+      *out_t = static_cast<T>(nrn.spiking ? s : v);
+      w = nrn.state(nrn.reset(v, s));
       if (v_pre_t) { *v_pre_t = v; v_pre_t += F; }
       if (w_rec_t) { *w_rec_t = w; w_rec_t += F; }
       out_t += F;
@@ -72,17 +87,17 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
 
 // Reverse recurrence (DESIGN.md): H_t = g_w_t + alpha * G_{t+1};
 // G_t = sigma_t * g_s_t + k_t * H_t (spiking) or g_y_t + c_t * H_t (ExpLeak).
+// Time is walked segment by segment, last first: each segment's membrane is recomputed forward
+// from its checkpoint (the inputs it needs are read once, with the output gradients, up front),
+// then walked backwards.
 template <typename T, typename A>
 EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_t b, int64_t f) {
+  constexpr int K = kCheckpointSteps;
+  const Neuron<A> nrn(a.p, f);
   const NeuronParams<A>& p = a.p;
   const int64_t F = a.shape.features, steps = a.shape.time, n = b * F + f;
-  const A alpha = p.alpha.at(f), theta = p.threshold.at(f), subtract = p.subtract.at(f);
-  const A one_minus_alpha = A(1) - alpha;
-  const bool clip = p.min_v.present();
-  const A min_v = clip ? p.min_v.at(f) : A(0);
-  const bool spiking = p.spike != SpikeKind::None;
+  const int64_t segments = (steps + K - 1) / K;
   const bool given_sigma = a.surrogate.kind == SurrogateKind::Given;
-  const bool input_for_alpha = a.g_alpha != nullptr && p.norm_input;
   const T* g_out = static_cast<const T*>(a.g_out.data);
   const T* u = static_cast<const T*>(a.u.data);
   T* g_u = static_cast<T*>(a.g_u);
@@ -90,68 +105,46 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
   A carry = a.g_vfinal ? a.g_vfinal[n] : A(0);  // alpha * G_{t+1}, plus the final state's gradient
   A g_alpha = A(0);
   A pending = A(0);  // G_{t+1}, waiting for w_t to add G_{t+1} * w_t to the alpha gradient
-  // Time runs backwards: pointers start at the last step and step back by one row (F).
-  const int64_t o_last = (b * steps + steps - 1) * F + f;
-  const T* g_out_t = g_out + a.g_out.offset(b, steps - 1, f);
-  const A* v_t = a.v + o_last;
-  const T* u_t = u + a.u.offset(b, steps - 1, f);
-  T* g_u_t = g_u + o_last;
-  A v = steps > 0 ? *v_t : A(0);
-  // Software pipeline as in forward; what every step reads is prefetched, the optional inputs
-  // (recorded-state gradients, given surrogate values) are read in the step itself.
-  A g_y[kChunkBack], v_prev[kChunkBack], x[kChunkBack];
-  auto load_chunk = [&](int64_t t_top, A* g_y_c, A* v_prev_c, A* x_c) {
+  for (int64_t seg = segments - 1; seg >= 0; --seg) {
+    const int64_t t0 = seg * K;
+    const int64_t len = steps - t0 < K ? steps - t0 : K;
+    A x[K], g_y[K], v[K];
     EXODUS_UNROLL
-    for (int k = 0; k < kChunkBack; ++k) {
-      const int64_t t = t_top - k;
-      g_y_c[k] = t >= 0 ? static_cast<A>(*g_out_t) : A(0);
-      v_prev_c[k] = t > 0 ? v_t[-F] : A(0);
-      x_c[k] = (input_for_alpha && t >= 0) ? static_cast<A>(*u_t) : A(0);  // LIF's default: trained tau
-      g_out_t -= a.g_out.st;
-      v_t -= F;
-      u_t -= a.u.st;
+    for (int k = 0; k < K; ++k) {
+      x[k] = k < len ? static_cast<A>(u[a.u.offset(b, t0 + k, f)]) : A(0);
+      g_y[k] = k < len ? static_cast<A>(g_out[a.g_out.offset(b, t0 + k, f)]) : A(0);
     }
-  };
-  load_chunk(steps - 1, g_y, v_prev, x);
-  for (int64_t t_top = steps - 1; t_top >= 0; t_top -= kChunkBack) {
-    A g_y_next[kChunkBack], v_prev_next[kChunkBack], x_next[kChunkBack];
-    load_chunk(t_top - kChunkBack, g_y_next, v_prev_next, x_next);
+    A w = a.ckpt[(b * segments + seg) * F + f];
     EXODUS_UNROLL
-    for (int k = 0; k < kChunkBack; ++k) {
-      const int64_t t = t_top - k;
-      if (t < 0) break;
-      const int64_t o = o_last - (steps - 1 - t) * F;
+    for (int k = 0; k < K; ++k) {
+      if (k >= len) break;
+      v[k] = nrn.membrane(w, x[k]);
+      w = nrn.state(nrn.reset(v[k], nrn.spikes(v[k])));
+    }
+    EXODUS_UNROLL
+    for (int k = K - 1; k >= 0; --k) {
+      if (k >= len) continue;
+      const int64_t o = (b * steps + t0 + k) * F + f;
+      const A s = nrn.spikes(v[k]);
+      const A r = nrn.reset(v[k], s);
       const A h = carry + (a.g_wrec ? a.g_wrec[o] : A(0));
-      A r = v, s = A(0), sigma = A(0);
-      if (spiking) {
-        s = spike_count(v, theta, p);
-        r = apply_reset(v, s, subtract, p);
-        sigma = given_sigma ? a.sigma[o] : surrogate_grad(v, theta, a.surrogate);
-      }
-      const A c = (!clip || r - min_v > A(0)) ? A(1) : A(0);  // relu passes the gradient where r > m
+      const A c = (!nrn.clip || r - nrn.min_v > A(0)) ? A(1) : A(0);  // relu passes where r > m
       A grad_v;
-      if (spiking) {
-        const A keep = p.reset == ResetKind::Subtract ? c * (A(1) - subtract * sigma) : c * A(s == A(0));
+      if (nrn.spiking) {
+        const A sigma = given_sigma ? a.sigma[o] : surrogate_grad(v[k], nrn.theta, a.surrogate);
+        const A keep = p.reset == ResetKind::Subtract ? c * (A(1) - nrn.subtract * sigma) : c * A(s == A(0));
         grad_v = sigma * g_y[k] + keep * h;
       } else {
         grad_v = g_y[k] + c * h;
       }
-      *g_u_t = static_cast<T>(p.norm_input ? one_minus_alpha * grad_v : grad_v);
-      g_u_t -= F;
+      g_u[o] = static_cast<T>(p.norm_input ? nrn.one_minus_alpha * grad_v : grad_v);
       if (a.g_alpha) {
         // dv_{t+1}/dalpha holds w_t, known only now: settle step t+1's term with it
-        g_alpha += pending * (clip ? clip_below(r, min_v) : r);
+        g_alpha += pending * nrn.state(r);
         pending = grad_v;
-        if (input_for_alpha) g_alpha -= grad_v * x[k];
+        if (p.norm_input) g_alpha -= grad_v * x[k];
       }
-      carry = alpha * grad_v;
-      v = v_prev[k];
-    }
-    EXODUS_UNROLL
-    for (int k = 0; k < kChunkBack; ++k) {
-      g_y[k] = g_y_next[k];
-      v_prev[k] = v_prev_next[k];
-      x[k] = x_next[k];
+      carry = nrn.alpha * grad_v;
     }
   }
   a.g_v0[n] = carry;

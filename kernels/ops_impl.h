@@ -85,6 +85,8 @@ NeuronParams<A> neuron_params(const at::Tensor& u, int64_t features, const at::T
   return p;
 }
 
+inline int64_t checkpoints(int64_t steps) { return (steps + kCheckpointSteps - 1) / kCheckpointSteps; }
+
 inline at::Tensor no_tensor(const at::Tensor& like, at::ScalarType type) { return at::empty({0}, like.options().dtype(type)); }
 
 // Backend provides: template <typename A> static void run(const Args<A>&) for each Args struct,
@@ -94,14 +96,16 @@ struct Ops {
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_forward(
       const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
       const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
-      int64_t max_spikes, int64_t reset_kind, bool norm_input, bool save_v, bool record) {
+      int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save, bool record) {
     typename Backend::Guard guard(u);
     const Shape shape = shape_of(u, "u");
     const DType dtype = dtype_of(u, "u");
     const at::ScalarType st = state_type(u.scalar_type());
-    const bool spiking = spike_kind != 0;
+    TORCH_CHECK_VALUE(save >= 0 && save <= 2, "unknown save kind ", save);
     at::Tensor out = at::empty({shape.batch, shape.time, shape.features}, u.options());
-    at::Tensor v_pre = save_v && (spiking || st != u.scalar_type())
+    at::Tensor saved = save == static_cast<int64_t>(SaveKind::Checkpoints)
+                           ? at::empty({shape.batch, checkpoints(shape.time), shape.features}, u.options().dtype(st))
+                       : save == static_cast<int64_t>(SaveKind::Trajectory)
                            ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
                            : no_tensor(u, st);
     at::Tensor w_rec = record ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
@@ -118,18 +122,19 @@ struct Ops {
       a.u = view3(u);
       a.v0 = state_ptr<A>(u, v0, {shape.batch, shape.features}, "v0", keep);
       a.out = out.data_ptr();
-      a.v_pre = v_pre.numel() ? v_pre.data_ptr<A>() : nullptr;
+      a.ckpt = save == static_cast<int64_t>(SaveKind::Checkpoints) ? saved.data_ptr<A>() : nullptr;
+      a.v_pre = save == static_cast<int64_t>(SaveKind::Trajectory) ? saved.data_ptr<A>() : nullptr;
       a.w_rec = record ? w_rec.data_ptr<A>() : nullptr;
       a.v_final = v_final.data_ptr<A>();
       if (shape.neurons() > 0) Backend::run(a);
     };
     if (st == at::kDouble) fill(double{}); else fill(float{});
-    return {out, v_pre, w_rec, v_final};
+    return {out, saved, w_rec, v_final};
   }
 
   static std::tuple<at::Tensor, at::Tensor, at::Tensor> membrane_backward(
       const at::Tensor& g_out, const c10::optional<at::Tensor>& g_wrec, const c10::optional<at::Tensor>& g_vfinal,
-      const at::Tensor& v, const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha,
+      const at::Tensor& ckpt, const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha,
       const at::Tensor& threshold, const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v,
       double reset_value, int64_t spike_kind, int64_t max_spikes, int64_t reset_kind, bool norm_input,
       int64_t surrogate_kind, at::ArrayRef<double> surrogate_params, const c10::optional<at::Tensor>& sigma,
@@ -163,7 +168,7 @@ struct Ops {
       a.g_out = view3(g_out);
       a.g_wrec = g_wrec.has_value() ? state_ptr<A>(u, *g_wrec, full, "grad of recorded states", keep) : nullptr;
       a.g_vfinal = g_vfinal.has_value() ? state_ptr<A>(u, *g_vfinal, {shape.batch, shape.features}, "grad of final state", keep) : nullptr;
-      a.v = state_ptr<A>(u, v, full, "v", keep);
+      a.ckpt = state_ptr<A>(u, ckpt, {shape.batch, checkpoints(shape.time), shape.features}, "checkpoints", keep);
       a.u = view3(u);
       a.v0 = state_ptr<A>(u, v0, {shape.batch, shape.features}, "v0", keep);
       a.sigma = surrogate_kind == 0 && sigma.has_value() ? state_ptr<A>(u, *sigma, full, "sigma", keep) : nullptr;
@@ -240,9 +245,9 @@ struct Ops {
   TORCH_LIBRARY(NAMESPACE, m) {                                                                                 \
     m.def("membrane_forward(Tensor u, Tensor v0, Tensor alpha, Tensor threshold, Tensor subtract, "            \
           "Tensor? min_v, float reset_value, int spike_kind, int max_spikes, int reset_kind, bool norm_input, " \
-          "bool save_v, bool record) -> (Tensor, Tensor, Tensor, Tensor)",                                      \
+          "int save, bool record) -> (Tensor, Tensor, Tensor, Tensor)",                                      \
           &exodus::Ops<BACKEND>::membrane_forward);                                                             \
-    m.def("membrane_backward(Tensor g_out, Tensor? g_wrec, Tensor? g_vfinal, Tensor v, Tensor u, Tensor v0, "   \
+    m.def("membrane_backward(Tensor g_out, Tensor? g_wrec, Tensor? g_vfinal, Tensor ckpt, Tensor u, Tensor v0, "   \
           "Tensor alpha, Tensor threshold, Tensor subtract, Tensor? min_v, float reset_value, int spike_kind, " \
           "int max_spikes, int reset_kind, bool norm_input, int surrogate_kind, float[] surrogate_params, "     \
           "Tensor? sigma, bool alpha_grad) -> (Tensor, Tensor, Tensor)",                                        \

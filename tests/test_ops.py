@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 from conftest import DEVICES
 from exodus_jit import ops
 from exodus_jit.ops import Surrogate
+from exodus_jit.ops._config import SaveKind, checkpoints
 from oracle import rel_err
 
 SURROGATES = [Surrogate.single_exponential(), Surrogate.periodic_exponential(), Surrogate.heaviside(),
@@ -162,7 +163,7 @@ def _membrane_args(device, requires_grad=True):
     v0 = torch.rand(2, 3, device=device).requires_grad_(requires_grad)
     alpha = torch.full((3,), 0.9, device=device).requires_grad_(requires_grad)
     one = torch.ones(1, device=device)
-    return (u, v0, alpha, one, one, -one, 0.0, 1, 0, 0, True, 1, [0.5, 1.0], True, True)
+    return (u, v0, alpha, one, one, -one, 0.0, 1, 0, 0, True, 1, [0.5, 1.0], int(SaveKind.CHECKPOINTS), True)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -181,8 +182,8 @@ def test_opcheck_synaptic_current(device):
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_backward_ops(device):
     u, v0, alpha, one, _, minus_one, *_ = _membrane_args(device, requires_grad=False)
-    v = torch.randn_like(u)
-    args = (torch.randn_like(u), None, torch.randn_like(v0), v, u, v0, alpha, one, one, minus_one, 0.0, 1, 0, 0,
+    ckpt = torch.randn(u.shape[0], checkpoints(u.shape[1]), u.shape[2], device=device)
+    args = (torch.randn_like(u), None, torch.randn_like(v0), ckpt, u, v0, alpha, one, one, minus_one, 0.0, 1, 0, 0,
             True, 1, [0.5, 1.0], None, True)
     torch.library.opcheck(torch.ops.exodus_jit.membrane_backward.default, args)
 

@@ -20,6 +20,21 @@ class SpikeKind(IntEnum):
     MAX = 3  # min(MULTI, max_spikes)
 
 
+class SaveKind(IntEnum):
+    """What the forward op keeps for backward (kernels/kernel_args.h SaveKind)."""
+
+    NOTHING = 0
+    CHECKPOINTS = 1  # the state every CHECKPOINT_STEPS steps; backward recomputes in between
+    TRAJECTORY = 2  # the whole membrane trajectory, for surrogates evaluated in PyTorch
+
+
+CHECKPOINT_STEPS = 8  # kernels/kernel_args.h kCheckpointSteps
+
+
+def checkpoints(steps: int) -> int:
+    return (steps + CHECKPOINT_STEPS - 1) // CHECKPOINT_STEPS
+
+
 class ResetKind(IntEnum):
     SUBTRACT = 0  # v - spikes * subtract_value (threshold by default)
     TO_VALUE = 1  # v * (spikes == 0) + reset_value, exactly as sinabs' MembraneReset

@@ -12,6 +12,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ._config import SaveKind, checkpoints
 from ._extension import backend_ops
 
 LIB = "exodus_jit"
@@ -34,30 +35,30 @@ def _empty(like: Tensor, dtype: torch.dtype, *shape: int) -> Tensor:
 def membrane(u: Tensor, v0: Tensor, alpha: Tensor, threshold: Tensor, subtract: Tensor,
              min_v: Optional[Tensor], reset_value: float, spike_kind: int, max_spikes: int,
              reset_kind: int, norm_input: bool, surrogate_kind: int, surrogate_params: List[float],
-             save_v: bool, record: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Returns (output, membrane before reset saved for backward or empty, recorded states or
-    empty, final state)."""
+             save: int, record: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Returns (output, what backward needs (SaveKind: checkpoints (B, C, F), the membrane
+    trajectory (B, T, F), or empty), recorded states or empty, final state)."""
     return backend_ops(u.device).membrane_forward(
         u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
-        norm_input, save_v, record)
+        norm_input, save, record)
 
 
 @membrane.register_fake
 def _(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
-      norm_input, surrogate_kind, surrogate_params, save_v, record):
+      norm_input, surrogate_kind, surrogate_params, save, record):
     B, T, F = u.shape
     st = state_dtype(u.dtype)
-    keeps_v = save_v and (spike_kind != 0 or st != u.dtype)
+    saved = {SaveKind.CHECKPOINTS: (B, checkpoints(T), F), SaveKind.TRAJECTORY: (B, T, F)}.get(save, (0,))
     return (
         torch.empty_like(u, memory_format=torch.contiguous_format),
-        _empty(u, st, B, T, F) if keeps_v else _empty(u, st, 0),
+        _empty(u, st, *saved),
         _empty(u, st, B, T, F) if record else _empty(u, st, 0),
         _empty(u, st, B, F),
     )
 
 
 @torch.library.custom_op(f"{LIB}::membrane_backward", mutates_args=())
-def membrane_backward(g_out: Tensor, g_wrec: Optional[Tensor], g_vfinal: Optional[Tensor], v: Tensor,
+def membrane_backward(g_out: Tensor, g_wrec: Optional[Tensor], g_vfinal: Optional[Tensor], ckpt: Tensor,
                       u: Tensor, v0: Tensor, alpha: Tensor, threshold: Tensor, subtract: Tensor,
                       min_v: Optional[Tensor], reset_value: float, spike_kind: int, max_spikes: int,
                       reset_kind: int, norm_input: bool, surrogate_kind: int,
@@ -65,12 +66,12 @@ def membrane_backward(g_out: Tensor, g_wrec: Optional[Tensor], g_vfinal: Optiona
                       ) -> Tuple[Tensor, Tensor, Tensor]:
     """Returns (grad of u, grad of v0, per-neuron (B, F) grad of alpha or empty)."""
     return backend_ops(u.device).membrane_backward(
-        g_out, g_wrec, g_vfinal, v, u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
+        g_out, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
         max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params, sigma, alpha_grad)
 
 
 @membrane_backward.register_fake
-def _(g_out, g_wrec, g_vfinal, v, u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
+def _(g_out, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
       max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params, sigma, alpha_grad):
     B, T, F = u.shape
     st = state_dtype(u.dtype)
@@ -87,23 +88,12 @@ def reduce_param_grad(per_neuron: Tensor, param: Tensor) -> Tensor:
     return total.sum().reshape(param.shape) if param.numel() == 1 else total.reshape(param.shape)
 
 
-def membrane_saved_v(out: Tensor, v_pre: Tensor, spike_kind: int) -> Tensor:
-    """The membrane trajectory backward needs: saved separately, or the ExpLeak output itself."""
-    return v_pre if (spike_kind != 0 or v_pre.numel() or out.numel() == 0) else out
-
-
 def _membrane_setup(ctx, inputs, output):
     (u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
-     norm_input, surrogate_kind, surrogate_params, save_v, record) = inputs
-    out, v_pre, _, _ = output
+     norm_input, surrogate_kind, surrogate_params, save, record) = inputs
     ctx.set_materialize_grads(False)  # unused outputs get None, not zero tensors to read
-    if not save_v:
-        ctx.v_missing = True
-        ctx.save_for_backward(u, v0, alpha, threshold, subtract, min_v)
-    else:
-        ctx.v_missing = False
-        ctx.save_for_backward(membrane_saved_v(out, v_pre, spike_kind), u, v0, alpha, threshold,
-                              subtract, min_v)
+    ctx.saved_kind = save
+    ctx.save_for_backward(output[1], u, v0, alpha, threshold, subtract, min_v)
     ctx.config = (reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind,
                   list(surrogate_params))
 
@@ -115,26 +105,27 @@ def _direct(t: Tensor) -> bool:
 
 
 def run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, config, surrogate_kind, surrogate_params,
-                         save_v, record):
+                         save, record):
     """The forward op: straight to the backend in eager mode (no Python dispatch layers per call),
     through the public custom op (fake impl included) while torch.compile traces."""
     if _direct(u):
         return backend_ops(u.device).membrane_forward(u, v0, alpha, threshold, subtract, min_v, *config,
-                                                      save_v, record)
+                                                      int(save), record)
     return membrane(u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind, surrogate_params,
-                    save_v, record)
+                    int(save), record)
 
 
 def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wrec, g_vfinal, alpha_grad,
                    sigma=None):
     """(grad of u, grad of v0, grad of alpha in alpha's shape or None) from membrane's saved tensors
-    (v, u, v0, alpha, threshold, subtract, min_v) and the incoming gradients (None where unused)."""
-    v, u, v0, alpha, threshold, subtract, min_v = saved
+    (checkpoints, u, v0, alpha, threshold, subtract, min_v) and the incoming gradients (None where
+    unused)."""
+    ckpt, u, v0, alpha, threshold, subtract, min_v = saved
     if g_out is None:
         g_out = torch.zeros_like(u)
     if g_wrec is not None and g_wrec.numel() == 0:
         g_wrec = None
-    args = (g_out, g_wrec, g_vfinal, v, u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind,
+    args = (g_out, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind,
             surrogate_params, sigma, alpha_grad)
     if _direct(u):
         g_u, g_v0, g_alpha = backend_ops(u.device).membrane_backward(*args)
@@ -143,9 +134,9 @@ def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wre
     return g_u, g_v0, reduce_param_grad(g_alpha, alpha) if alpha_grad else None
 
 
-def _membrane_backward(ctx, g_out, g_vpre, g_wrec, g_vfinal):
-    if ctx.v_missing:
-        raise RuntimeError("exodus_jit::membrane was called with save_v=False, so it cannot be differentiated")
+def _membrane_backward(ctx, g_out, g_saved, g_wrec, g_vfinal):
+    if ctx.saved_kind != SaveKind.CHECKPOINTS:
+        raise RuntimeError("exodus_jit::membrane is differentiable when called with save=1 (checkpoints)")
     reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, params = ctx.config
     g_u, g_v0, g_alpha = membrane_grads(
         ctx.saved_tensors, (reset_value, spike_kind, max_spikes, reset_kind, norm_input), surrogate_kind, params,

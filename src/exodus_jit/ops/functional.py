@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from . import _registry, reference
-from ._config import RESET_NAMES, SPIKE_NAMES, ResetKind, SpikeKind, Surrogate, SurrogateKind, SurrogateLike
+from ._config import (RESET_NAMES, SPIKE_NAMES, ResetKind, SaveKind, SpikeKind, Surrogate, SurrogateKind,
+                      SurrogateLike)
 
 Number = Union[int, float]
 ParamLike = Union[Number, Tensor]
@@ -187,9 +188,10 @@ def membrane(u: Tensor, v0: Tensor, alpha: ParamLike, threshold: ParamLike = 1.0
         config = (float(reset_value), int(spike_kind), int(max_spikes or 0), int(reset_kind), bool(norm_input))
         if torch.compiler.is_compiling() and surrogate_kind != SurrogateKind.GIVEN:
             # traced graphs use the custom op and its registered autograd
-            save_v = torch.is_grad_enabled() and any(t.requires_grad for t in (u3, state, alpha_t))
+            needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u3, state, alpha_t))
+            save = SaveKind.CHECKPOINTS if needs_grad else SaveKind.NOTHING
             out, _, w_rec, v_final = _registry.membrane(u3, state, alpha_t, threshold_t, subtract_t, min_v_t,
-                                                        *config, surrogate_kind, surrogate_params, save_v,
+                                                        *config, surrogate_kind, surrogate_params, int(save),
                                                         record_states)
         else:
             out, w_rec, v_final = _Membrane.apply(u3, state, alpha_t, threshold_t, subtract_t, min_v_t, config,
@@ -216,12 +218,11 @@ class _Membrane(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, v0, alpha, threshold, subtract, min_v, config, surrogate, record):
         kind, params = _surrogate_args(surrogate)
-        save_v = any(ctx.needs_input_grad[:3])
-        out, v_pre, w_rec, v_final = _registry.run_membrane_forward(
-            u, v0, alpha, threshold, subtract, min_v, config, kind, params, save_v, record)
+        save = SaveKind.CHECKPOINTS if any(ctx.needs_input_grad[:3]) else SaveKind.NOTHING
+        out, ckpt, w_rec, v_final = _registry.run_membrane_forward(
+            u, v0, alpha, threshold, subtract, min_v, config, kind, params, save, record)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(_registry.membrane_saved_v(out, v_pre, config[1]), u, v0, alpha, threshold,
-                              subtract, min_v)
+        ctx.save_for_backward(ckpt, u, v0, alpha, threshold, subtract, min_v)
         ctx.config, ctx.surrogate, ctx.kind, ctx.params = config, surrogate, kind, params
         return out, w_rec, v_final
 
@@ -230,8 +231,11 @@ class _Membrane(torch.autograd.Function):
         saved = ctx.saved_tensors
         sigma = None
         if ctx.kind == SurrogateKind.GIVEN and ctx.config[1] != SpikeKind.NONE:
-            v, threshold = saved[0], saved[4]
+            # the callable needs the whole membrane trajectory: one more forward pass keeps it
+            _, u, v0, alpha, threshold, subtract, min_v = saved
             with torch.no_grad():
+                _, v, _, _ = _registry.run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, ctx.config,
+                                                            ctx.kind, ctx.params, SaveKind.TRAJECTORY, False)
                 sigma = ctx.surrogate(v, threshold).to(v.dtype).expand_as(v).contiguous()
         g_u, g_v0, g_alpha = _registry.membrane_grads(
             saved, ctx.config, ctx.kind, ctx.params, g_out, g_wrec, g_vfinal, ctx.needs_input_grad[2], sigma)
