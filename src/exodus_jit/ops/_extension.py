@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 
@@ -72,6 +72,3 @@ def backend_ops(device: torch.device):
                 _ready.add(device_type)
     return torch.ops.exodus_jit_cpu if device_type == "cpu" else torch.ops.exodus_jit_cuda
 
-
-def loaded(device_type: str) -> Optional[bool]:
-    return device_type in _ready
