@@ -6,6 +6,7 @@ tensors broadcastable to the neuron shape F. The kernels never see more than (B,
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
@@ -76,10 +77,7 @@ def _check_state(name: str, state: Tensor, x: Tensor) -> Tensor:
 
 
 def _num_features(x: Tensor) -> int:
-    n = 1
-    for size in x.shape[2:]:
-        n *= size
-    return n
+    return math.prod(x.shape[2:])
 
 
 def _feature_param(name: str, value: ParamLike, x: Tensor) -> Tensor:
@@ -100,8 +98,6 @@ def _feature_param(name: str, value: ParamLike, x: Tensor) -> Tensor:
             # a CPU constant such as sinabs' IAF alpha = tensor(1.): a fill, not a host-to-device
             # copy (which CUDA graph capture forbids)
             return torch.full((1,), float(value), dtype=dtype, device=x.device)
-    if not value.is_floating_point():
-        value = value.to(dtype)
     value = value.to(device=x.device, dtype=dtype)
     if value.numel() == 1:
         return value.reshape(1)
