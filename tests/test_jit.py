@@ -4,7 +4,6 @@ Builds run in subprocesses: a library registers its operators once per process, 
 process is what "second load hits the cache" means.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from exodus_jit.jit import ExodusBuildError, ExtensionSpec, cache_key, key_fields, toolchain
+from exodus_jit.jit import ExtensionSpec, cache_key, key_fields, toolchain
 from exodus_jit.jit.cache import list_entries
 
 from conftest import REPO
