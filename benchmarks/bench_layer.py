@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -149,7 +150,7 @@ def main() -> None:
 
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "kernels": os.environ.get("EXODUS_JIT_KERNELS", "fast")}
     results = []
     for size in args.sizes:
         shape = tuple(int(s) for s in size.split("x"))

@@ -34,10 +34,16 @@ fi
 echo "== benchmark (exodus-jit and SpikingJelly 2.0 in one process layout; sinabs at the small size)"
 python3 benchmarks/bench_layer.py --device cuda --frameworks exodus-jit spikingjelly --layers LIF IAF LIF_syn LIF_minv \
   --sizes 16x500x512 16x500x4096 16x500x16384 16x4000x1024 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
+mkdir -p /tmp/bench
 python3 benchmarks/bench_layer.py --device cuda --frameworks sinabs --layers LIF --sizes 16x500x512 --repeats 3 \
-  --warmup 1 --json "$OUT/bench_sinabs.json" 2>&1 | tee -a "$OUT/bench.txt"
+  --warmup 1 --json /tmp/bench/sinabs.json 2>&1 | tee -a "$OUT/bench.txt"
 python3 benchmarks/bench_layer.py --device cuda --layers LIF --dtypes bfloat16 float16 --sizes 16x500x16384 \
-  --json "$OUT/bench_half.json" 2>&1 | tee -a "$OUT/bench.txt"
+  --json /tmp/bench/half.json 2>&1 | tee -a "$OUT/bench.txt"
+echo "== the general kernels (EXODUS_JIT_KERNELS=general), for comparison" | tee -a "$OUT/bench.txt"
+EXODUS_JIT_KERNELS=general python3 benchmarks/bench_layer.py --device cuda --layers LIF \
+  --sizes 16x500x512 16x500x16384 16x4000x1024 --json /tmp/bench/general.json 2>&1 | tee -a "$OUT/bench.txt"
+# at most 8 files come back: the secondary runs travel as one JSON
+python3 -c "import json, pathlib; print(json.dumps({p.stem: json.loads(p.read_text()) for p in pathlib.Path('/tmp/bench').glob('*.json')}))" > "$OUT/bench_extra.json"
 
 echo "== example: train_synthetic on the GPU"
 python3 examples/train_synthetic.py --epochs 5 --plot "$OUT/train_synthetic_loss.png" 2>&1 | tee "$OUT/train.txt"
@@ -51,14 +57,14 @@ fi
 
 if [ -n "${PROFILE:-}" ]; then
   echo "== profile"
-  for size in 16x500x512 16x500x16384; do
+  for size in ${PROFILE_SIZES:-16x500x512 16x500x16384}; do
     python3 benchmarks/profile_layer.py --size $size 2>&1 | tee -a "$OUT/profile.txt" | grep -E "host issue|membrane|synaptic|Self CUDA|elementwise|reduce"
   done
 fi
 
 if [ -n "${NCU:-}" ]; then
   echo "== ncu (speed of light) of one forward and one backward kernel at 16x500x16384"
-  ncu --clock-control none --kernel-name regex:membrane_ --launch-skip 10 --launch-count 2 --section SpeedOfLight \
-    python3 benchmarks/profile_layer.py --size 16x500x16384 --iters 1 2>&1 | tee "$OUT/ncu.txt" \
-    | grep -E "membrane_|Throughput|Duration|SM Busy|Registers" | head -30
+  ncu --clock-control none --kernel-name regex:membrane_ --launch-skip 10 --launch-count 2 --section SpeedOfLight --section InstructionStats --section Occupancy \
+    python3 benchmarks/profile_layer.py --size 16x500x16384 --iters 1 2>&1 | tee -a "$OUT/profile.txt" \
+    | grep -E "membrane_|Throughput|Duration|SM Busy|Registers|Executed Instructions  |Achieved Occ" | head -40
 fi

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu_backend.h"
+#include "neuron_cell.h"
 #include "neuron_loops.h"
 
 namespace exodus {
@@ -160,13 +161,103 @@ void membrane_backward_block(const MembraneBackwardArgs<A>& a, int64_t b, int64_
   }
 }
 
+// The same two walks with the options compiled in (Cell, neuron_cell.h), for calls without
+// recorded states or given surrogate values; the algorithm of the fast CUDA kernels
+// (cuda_membrane.cu): backward keeps each step's membrane, gate and dv/dalpha from the
+// recomputation and switches on the surrogate once per segment.
+template <typename T, class C, typename A>
+void membrane_forward_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
+  const int64_t F = a.shape.features, steps = a.shape.time, width = f1 - f0;
+  const int64_t segments = (steps + kCheckpointSteps - 1) / kCheckpointSteps;
+  std::vector<C> cells;
+  cells.reserve(width);
+  for (int64_t f = f0; f < f1; ++f) cells.emplace_back(a.p, f);
+  const T* u = static_cast<const T*>(a.u.data);
+  T* out = static_cast<T*>(a.out);
+  std::vector<A> w(a.v0 + b * F + f0, a.v0 + b * F + f1);
+  for (int64_t t = 0; t < steps; ++t) {
+    const T* x = u + a.u.offset(b, t, f0);
+    T* o = out + (b * steps + t) * F + f0;
+    if (a.ckpt && t % kCheckpointSteps == 0) {
+      A* ckpt = a.ckpt + (b * segments + t / kCheckpointSteps) * F + f0;
+      for (int64_t j = 0; j < width; ++j) ckpt[j] = w[j];
+    }
+    for (int64_t j = 0; j < width; ++j) o[j] = static_cast<T>(cells[j].step(w[j], static_cast<A>(x[j * a.u.sf])));
+  }
+  for (int64_t j = 0; j < width; ++j) a.v_final[b * F + f0 + j] = w[j];
+}
+
+template <typename T, class C, typename A>
+void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
+  constexpr int K = kCheckpointSteps;
+  const int64_t F = a.shape.features, steps = a.shape.time, width = f1 - f0;
+  const int64_t segments = (steps + K - 1) / K;
+  std::vector<C> cells;
+  cells.reserve(width);
+  for (int64_t f = f0; f < f1; ++f) cells.emplace_back(a.p, f);
+  const bool alpha_grad = a.g_alpha != nullptr, norm_input = a.p.norm_input;
+  const T* g_out = static_cast<const T*>(a.g_out.data);
+  const T* u = static_cast<const T*>(a.u.data);
+  T* g_u = static_cast<T*>(a.g_u);
+  std::vector<A> carry(width, A(0)), g_alpha(width, A(0)), w(width);
+  std::vector<A> v(K * width), gate(K * width, A(1)), d_alpha(K * width);
+  if (a.g_vfinal)
+    for (int64_t j = 0; j < width; ++j) carry[j] = a.g_vfinal[b * F + f0 + j];
+  for (int64_t seg = segments - 1; seg >= 0; --seg) {
+    const int64_t t0 = seg * K;
+    const int len = steps - t0 < K ? static_cast<int>(steps - t0) : K;
+    const A* ckpt = a.ckpt + (b * segments + seg) * F + f0;
+    for (int64_t j = 0; j < width; ++j) w[j] = ckpt[j];
+    for (int k = 0; k < len; ++k) {
+      const T* x = u + a.u.offset(b, t0 + k, f0);
+      for (int64_t j = 0; j < width; ++j) {
+        const A xj = static_cast<A>(x[j * a.u.sf]), w_prev = w[j];
+        cells[j].recompute(w[j], xj, v[k * width + j], gate[k * width + j]);
+        d_alpha[k * width + j] = norm_input ? w_prev - xj : w_prev;  // dv_t/dalpha
+      }
+    }
+    if constexpr (C::kSpiking) {
+      for (int64_t j = 0; j < width; ++j) {
+        A sigma[K] = {};
+        for (int k = 0; k < len; ++k) sigma[k] = v[k * width + j];
+        surrogate_grads<K>(sigma, cells[j].theta, a.surrogate);
+        for (int k = 0; k < len; ++k) v[k * width + j] = sigma[k];
+      }
+    }
+    for (int k = len - 1; k >= 0; --k) {
+      const int64_t t = t0 + k;
+      const T* g_y = g_out + a.g_out.offset(b, t, f0);
+      T* g = g_u + (b * steps + t) * F + f0;
+      for (int64_t j = 0; j < width; ++j) {
+        const C& c = cells[j];
+        const A gv = c.grad_v(v[k * width + j], static_cast<A>(g_y[j * a.g_out.sf]), carry[j], gate[k * width + j]);
+        g[j] = static_cast<T>(c.in_scale * gv);
+        if (alpha_grad) g_alpha[j] += gv * d_alpha[k * width + j];
+        carry[j] = c.alpha * gv;
+      }
+    }
+  }
+  for (int64_t j = 0; j < width; ++j) {
+    const int64_t n = b * F + f0 + j;
+    a.g_v0[n] = carry[j];
+    if (alpha_grad) a.g_alpha[n] = g_alpha[j];
+  }
+}
+
 }  // namespace
 
 template <typename A>
 void CpuBackend::run(const MembraneForwardArgs<A>& a) {
   with_storage_type<A>(a.dtype, [&](auto tag) {
     using T = decltype(tag);
-    for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_block<T, A>(a, b, f0, f1); });
+    if (a.v_pre == nullptr && a.w_rec == nullptr) {
+      with_cell_type(a.p, [&](auto* cell) {
+        using C = std::remove_pointer_t<decltype(cell)>;
+        for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_cells<T, C>(a, b, f0, f1); });
+      });
+    } else {
+      for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_block<T, A>(a, b, f0, f1); });
+    }
   });
 }
 
@@ -174,7 +265,14 @@ template <typename A>
 void CpuBackend::run(const MembraneBackwardArgs<A>& a) {
   with_storage_type<A>(a.dtype, [&](auto tag) {
     using T = decltype(tag);
-    for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_block<T, A>(a, b, f0, f1); });
+    if (a.g_wrec == nullptr && (a.surrogate.kind != SurrogateKind::Given || a.p.spike == SpikeKind::None)) {
+      with_cell_type(a.p, [&](auto* cell) {
+        using C = std::remove_pointer_t<decltype(cell)>;
+        for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_cells<T, C>(a, b, f0, f1); });
+      });
+    } else {
+      for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_block<T, A>(a, b, f0, f1); });
+    }
   });
 }
 

@@ -12,4 +12,11 @@ template <typename A> cudaError_t launch(const MembraneBackwardArgs<A>& a, cudaS
 template <typename A> cudaError_t launch(const SynapticForwardArgs<A>& a, cudaStream_t stream);
 template <typename A> cudaError_t launch(const SynapticBackwardArgs<A>& a, cudaStream_t stream);
 
+// The fast membrane kernels (cuda_membrane.cu): float32 data without recorded states or given
+// surrogate values. fast_path says whether a call qualifies.
+bool fast_path(const MembraneForwardArgs<float>& a);
+bool fast_path(const MembraneBackwardArgs<float>& a);
+cudaError_t launch_fast(const MembraneForwardArgs<float>& a, cudaStream_t stream);
+cudaError_t launch_fast(const MembraneBackwardArgs<float>& a, cudaStream_t stream);
+
 }  // namespace exodus

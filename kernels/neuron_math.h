@@ -19,20 +19,42 @@ EXODUS_HD double exp_(double x) { return exp(x); }
 EXODUS_HD float sqrt_(float x) { return sqrtf(x); }
 EXODUS_HD double sqrt_(double x) { return sqrt(x); }
 
-// sinabs MultiSpike / MaxSpike / SingleSpike forward.
+// sinabs MultiSpike / MaxSpike / SingleSpike forward, for a spike kind known at compile time
+// (the fast kernels) ...
+template <SpikeKind S, typename A>
+EXODUS_HD A spike_count_of(A v, A theta, A max_spikes) {
+  if constexpr (S == SpikeKind::Single) {
+    return A(v - theta >= A(0));
+  } else {
+    A s = A(v > A(0)) * trunc_(v / theta);  // (v_mem > 0) * div(v_mem, thr, "trunc")
+    if constexpr (S == SpikeKind::Max) {
+      if (s > max_spikes) s = max_spikes;
+    }
+    return s;
+  }
+}
+
+// ... or at run time (the general kernels).
 template <typename A>
 EXODUS_HD A spike_count(A v, A theta, const NeuronParams<A>& p) {
-  if (p.spike == SpikeKind::Single) return A(v - theta >= A(0));
-  A s = A(v > A(0)) * trunc_(v / theta);  // (v_mem > 0) * div(v_mem, thr, "trunc")
-  if (p.spike == SpikeKind::Max && s > p.max_spikes) s = p.max_spikes;
-  return s;
+  switch (p.spike) {
+    case SpikeKind::Single: return spike_count_of<SpikeKind::Single>(v, theta, p.max_spikes);
+    case SpikeKind::Max: return spike_count_of<SpikeKind::Max>(v, theta, p.max_spikes);
+    default: return spike_count_of<SpikeKind::Multi>(v, theta, p.max_spikes);
+  }
 }
 
 // sinabs MembraneSubtract / MembraneReset, written exactly as sinabs writes them.
+template <ResetKind R, typename A>
+EXODUS_HD A apply_reset_of(A v, A s, A subtract, A reset_value) {
+  if constexpr (R == ResetKind::Subtract) return v - s * subtract;
+  else return v * A(s == A(0)) + reset_value;
+}
+
 template <typename A>
 EXODUS_HD A apply_reset(A v, A s, A subtract, const NeuronParams<A>& p) {
-  if (p.reset == ResetKind::Subtract) return v - s * subtract;
-  return v * A(s == A(0)) + p.reset_value;
+  if (p.reset == ResetKind::Subtract) return apply_reset_of<ResetKind::Subtract>(v, s, subtract, p.reset_value);
+  return apply_reset_of<ResetKind::ToValue>(v, s, subtract, p.reset_value);
 }
 
 // relu(r - m) + m, as sinabs clips min_v_mem.

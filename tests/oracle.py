@@ -30,12 +30,15 @@ class Config:
     norm_input: bool = False
     alpha_grad: bool = True
     alpha_mem: float = 0.9
+    # record_states: with it the loss also reads the recorded states, which exodus computes with
+    # its general kernels; without it the fast kernels run
+    record: bool = True
 
 
 @dataclass
 class Run:
     out: torch.Tensor
-    v_rec: torch.Tensor
+    v_rec: Optional[torch.Tensor]
     v_final: torch.Tensor
     i_final: Optional[torch.Tensor]
     grads: Dict[str, torch.Tensor] = field(default_factory=dict)
@@ -65,12 +68,14 @@ def _params(cfg: Config, device, dtype):
 
 
 def _finish(out, v_rec, v_final, i_final, weights, tensors) -> Run:
-    loss = (out * weights[0]).sum() + (v_final * weights[1]).sum() + 0.1 * (v_rec * weights[2]).sum()
+    loss = (out * weights[0]).sum() + (v_final * weights[1]).sum()
+    if v_rec is not None:
+        loss = loss + 0.1 * (v_rec * weights[2]).sum()
     if i_final is not None:
         loss = loss + (i_final * weights[3]).sum()
     names = [n for n, t in tensors.items() if t is not None and t.requires_grad]
     grads = torch.autograd.grad(loss, [tensors[n] for n in names], allow_unused=True)
-    return Run(out.detach(), v_rec.detach(), v_final.detach(), None if i_final is None else i_final.detach(),
+    return Run(out.detach(), None if v_rec is None else v_rec.detach(), v_final.detach(), None if i_final is None else i_final.detach(),
                {n: g for n, g in zip(names, grads) if g is not None})
 
 
@@ -84,7 +89,7 @@ def run_sinabs(cfg: Config, x, v0, i0, weights) -> Run:
         spike_fn=cfg.spike_fn, reset_fn=cfg.reset_fn, surrogate_grad_fn=cfg.surrogate, min_v_mem=min_v,
         norm_input=cfg.norm_input, record_states=True)
     i_final = state["i_syn"] if alpha_syn is not None else None
-    return _finish(out, rec["v_mem"], state["v_mem"], i_final, weights,
+    return _finish(out, rec["v_mem"] if cfg.record else None, state["v_mem"], i_final, weights,
                    {"x": x, "v0": v0, "i0": i0 if alpha_syn is not None else None, "alpha_mem": alpha_mem,
                     "alpha_syn": alpha_syn})
 
@@ -97,7 +102,7 @@ def run_exodus(cfg: Config, x, v0, i0, weights) -> Run:
         u, i_final = ops.synaptic_current(x, i0, alpha_syn)
     kwargs = {"spike": "none"} if cfg.spike_fn is None else neuron_kwargs(cfg.spike_fn, cfg.reset_fn, cfg.surrogate)
     r = ops.membrane(u, v0, alpha_mem, threshold, min_v_mem=min_v, norm_input=cfg.norm_input,
-                     record_states=True, **kwargs)
-    return _finish(r.output, r.v_rec, r.v_final, i_final, weights,
+                     record_states=cfg.record, **kwargs)
+    return _finish(r.output, r.v_rec if cfg.record else None, r.v_final, i_final, weights,
                    {"x": x, "v0": v0, "i0": i0 if alpha_syn is not None else None, "alpha_mem": alpha_mem,
                     "alpha_syn": alpha_syn})

@@ -10,7 +10,7 @@ import torch
 
 from ..jit import CacheEntry, ExtensionSpec, prepare
 
-HEADERS = ("kernel_args.h", "neuron_math.h", "neuron_loops.h", "ops_impl.h", "cpu_backend.h", "cuda_kernels.h")
+HEADERS = ("kernel_args.h", "neuron_math.h", "neuron_loops.h", "neuron_cell.h", "ops_impl.h", "cpu_backend.h", "cuda_kernels.h")
 # Half conversions are written as static_casts, which torch's default nvcc flags switch off.
 HALF_CONVERSIONS = tuple(
     f"-U{macro}"
@@ -47,7 +47,7 @@ def cpu_spec() -> ExtensionSpec:
 
 
 def cuda_spec() -> ExtensionSpec:
-    return _spec("exodus_kernels_cuda", ("cuda_kernels.cu", "ops_cuda.cpp"), cuda_cflags=HALF_CONVERSIONS)
+    return _spec("exodus_kernels_cuda", ("cuda_kernels.cu", "cuda_membrane.cu", "ops_cuda.cpp"), cuda_cflags=HALF_CONVERSIONS)
 
 
 _lock = threading.Lock()

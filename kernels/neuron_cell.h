@@ -1,0 +1,129 @@
+// A neuron whose options are known at compile time (spike kind, reset kind, clipping), for the
+// fast loops: no per-step branches on options, and backward keeps what the reverse walk needs
+// from the recomputation instead of recomputing spikes and resets a second time.
+//
+// Arithmetic is that of neuron_math.h (spike_count_of, apply_reset_of, clip_below), so the
+// membrane is bit-identical to the general loops and to sinabs.
+#pragma once
+
+#include <type_traits>
+
+#include "neuron_math.h"
+
+namespace exodus {
+
+template <typename A, SpikeKind S, ResetKind R, bool Clip>
+struct Cell {
+  static constexpr bool kSpiking = S != SpikeKind::None;
+  // The reverse walk needs a per-step gate (clipping passed, no spike for reset-to-value) only
+  // for these options; otherwise it is 1 and costs nothing.
+  static constexpr bool kGated = Clip || (kSpiking && R == ResetKind::ToValue);
+
+  A alpha, in_scale, theta, subtract, min_v, reset_value, max_spikes;
+
+  EXODUS_HD Cell(const NeuronParams<A>& p, int64_t f)
+      : alpha(p.alpha.at(f)),
+        // 1 * x == x exactly, so one expression serves both norm_input settings bit-identically
+        in_scale(p.norm_input ? A(1) - p.alpha.at(f) : A(1)),
+        theta(p.threshold.at(f)), subtract(p.subtract.at(f)),
+        min_v(Clip ? p.min_v.at(f) : A(0)), reset_value(p.reset_value), max_spikes(p.max_spikes) {}
+
+  EXODUS_HD A membrane(A w, A x) const { return alpha * w + in_scale * x; }
+  EXODUS_HD A spikes(A v) const {
+    if constexpr (kSpiking) return spike_count_of<S>(v, theta, max_spikes);
+    else return A(0);
+  }
+  EXODUS_HD A reset(A v, A s) const {
+    if constexpr (kSpiking) return apply_reset_of<R>(v, s, subtract, reset_value);
+    else return v;
+  }
+  EXODUS_HD A state(A r) const {
+    if constexpr (Clip) return clip_below(r, min_v);
+    else return r;
+  }
+  // What forward writes as the output of a step: spikes, or the membrane for ExpLeak.
+  EXODUS_HD A output(A v, A s) const { return kSpiking ? s : v; }
+
+  // One forward step: returns the output, updates the state w.
+  EXODUS_HD A step(A& w, A x) const {
+    const A v = membrane(w, x);
+    const A s = spikes(v);
+    w = state(reset(v, s));
+    return output(v, s);
+  }
+  // The same step for backward's recomputation: also the membrane v and the gate of the step.
+  EXODUS_HD void recompute(A& w, A x, A& v, A& gate) const {
+    v = membrane(w, x);
+    const A s = spikes(v);
+    const A r = reset(v, s);
+    if constexpr (kGated) {
+      A g = A(1);
+      if constexpr (Clip) g = r - min_v > A(0) ? A(1) : A(0);  // relu passes where r > m
+      if constexpr (kSpiking && R == ResetKind::ToValue) g = g * A(s == A(0));
+      gate = g;
+    }
+    w = state(r);
+  }
+  // dL/dv_t from the surrogate sigma_t (spiking), the output gradient and H_t (DESIGN.md):
+  // G_t = sigma_t * g_s_t + k_t * H_t, or g_y_t + c_t * H_t for ExpLeak.
+  EXODUS_HD A grad_v(A sigma, A g_y, A h, A gate) const {
+    if constexpr (!kSpiking) return g_y + (kGated ? gate : A(1)) * h;
+    else if constexpr (R == ResetKind::Subtract) {
+      const A keep = A(1) - subtract * sigma;
+      return sigma * g_y + (kGated ? gate * keep : keep) * h;
+    } else {
+      return sigma * g_y + gate * h;
+    }
+  }
+};
+
+// The surrogate of K membrane values at once, in place (v[k] -> sigma_k): the kind is switched
+// on once per K steps and per-neuron constants are hoisted out of the loop.
+template <int K, typename A>
+EXODUS_HD void surrogate_grads(A (&v)[K], A theta, const SurrogateParams<A>& s) {
+  switch (s.kind) {
+    case SurrogateKind::SingleExponential: {  // grad_scale / width * exp(-|v - theta| / width)
+      const A width = theta * s.p[0];
+      const A scale = s.p[1] / width, inv_width = A(1) / width;
+      EXODUS_UNROLL
+      for (int k = 0; k < K; ++k) v[k] = scale * exp_(-fabs_(v[k] - theta) * inv_width);
+      break;
+    }
+    case SurrogateKind::Heaviside: {
+      const A edge = theta - s.p[0], inv_theta = A(1) / theta;
+      EXODUS_UNROLL
+      for (int k = 0; k < K; ++k) v[k] = A(v[k] >= edge) * inv_theta;
+      break;
+    }
+    default: {
+      EXODUS_UNROLL
+      for (int k = 0; k < K; ++k) v[k] = surrogate_grad(v[k], theta, s);
+    }
+  }
+}
+
+// Calls body(Cell<A, S, R, Clip>{...}-type tag) for the compile-time kinds matching p.
+template <typename A, typename Body>
+void with_cell_type(const NeuronParams<A>& p, Body body) {
+  auto with_clip = [&](auto spike, auto reset) {
+    constexpr SpikeKind S = decltype(spike)::value;
+    constexpr ResetKind R = decltype(reset)::value;
+    if (p.min_v.present()) body(static_cast<Cell<A, S, R, true>*>(nullptr));
+    else body(static_cast<Cell<A, S, R, false>*>(nullptr));
+  };
+  auto with_reset = [&](auto spike) {
+    if (p.reset == ResetKind::Subtract) with_clip(spike, std::integral_constant<ResetKind, ResetKind::Subtract>{});
+    else with_clip(spike, std::integral_constant<ResetKind, ResetKind::ToValue>{});
+  };
+  switch (p.spike) {
+    case SpikeKind::None:
+      with_clip(std::integral_constant<SpikeKind, SpikeKind::None>{},
+                std::integral_constant<ResetKind, ResetKind::Subtract>{});
+      break;
+    case SpikeKind::Single: with_reset(std::integral_constant<SpikeKind, SpikeKind::Single>{}); break;
+    case SpikeKind::Max: with_reset(std::integral_constant<SpikeKind, SpikeKind::Max>{}); break;
+    default: with_reset(std::integral_constant<SpikeKind, SpikeKind::Multi>{}); break;
+  }
+}
+
+}  // namespace exodus
