@@ -26,6 +26,16 @@ _extension.backend_ops(torch.device("cuda"))
 print(f"cached load (new process): {time.monotonic() - t:.3f} s")
 PY
 
+echo "== host time per call (tiny layer)"
+python3 benchmarks/host_overhead.py --device cuda ${HOST_PROFILE:+--profile} 2>&1 | tee -a "$OUT/env.txt" | head -40
+
+if [ -n "${QUICK:-}" ]; then
+  # a quick look: the fast kernels at the four sizes, nothing else
+  python3 benchmarks/bench_layer.py --device cuda --layers LIF --sizes 16x500x512 16x500x16384 16x4000x1024 \
+    --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
+  exit 0
+fi
+
 if [ -z "${BENCH_ONLY:-}" ]; then
 echo "== CUDA tests"
 python3 -m pytest -q -m cuda tests/ -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest_cuda.txt" | tail -25

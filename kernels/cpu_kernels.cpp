@@ -74,7 +74,7 @@ void membrane_forward_block(const MembraneForwardArgs<A>& a, int64_t b, int64_t 
   const std::vector<Neuron<A>> nrn = neurons_of(a.p, f0, f1);
   const T* u = static_cast<const T*>(a.u.data);
   T* out = static_cast<T*>(a.out);
-  std::vector<A> w(a.v0 + b * F + f0, a.v0 + b * F + f1);
+  std::vector<A> w(a.v0 + b * F + f0, a.v0 + b * F + f1), out_sum(width, A(0));
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t row = (b * steps + t) * F + f0;
     const T* x = u + a.u.offset(b, t, f0);
@@ -85,13 +85,17 @@ void membrane_forward_block(const MembraneForwardArgs<A>& a, int64_t b, int64_t 
     for (int64_t j = 0; j < width; ++j) {
       const A v = nrn[j].membrane(w[j], static_cast<A>(x[j * a.u.sf]));
       const A s = nrn[j].spikes(v);
-      out[row + j] = static_cast<T>(nrn[j].spiking ? s : v);
+      const A y = nrn[j].spiking ? s : v;
+      out[row + j] = static_cast<T>(y);
+      out_sum[j] += y;
       w[j] = nrn[j].state(nrn[j].reset(v, s));
       if (a.v_pre) a.v_pre[row + j] = v;
       if (a.w_rec) a.w_rec[row + j] = w[j];
     }
   }
   for (int64_t j = 0; j < width; ++j) a.v_final[b * F + f0 + j] = w[j];
+  if (a.out_sum)
+    for (int64_t j = 0; j < width; ++j) a.out_sum[b * F + f0 + j] = out_sum[j];
 }
 
 // The reverse recurrence of membrane_backward_neuron (neuron_loops.h), a block of neurons at a
@@ -109,8 +113,11 @@ void membrane_backward_block(const MembraneBackwardArgs<A>& a, int64_t b, int64_
   const T* u = static_cast<const T*>(a.u.data);
   T* g_u = static_cast<T*>(a.g_u);
   std::vector<A> carry(width, A(0)), g_alpha(width, A(0)), pending(width, A(0)), w(width), v(K * width);
+  std::vector<A> g_shift(width, A(0));  // out_sum's gradient reaches every step
   if (a.g_vfinal)
     for (int64_t j = 0; j < width; ++j) carry[j] = a.g_vfinal[b * F + f0 + j];
+  if (a.g_out_sum)
+    for (int64_t j = 0; j < width; ++j) g_shift[j] = a.g_out_sum[b * F + f0 + j];
   for (int64_t seg = segments - 1; seg >= 0; --seg) {
     const int64_t t0 = seg * K;
     const int64_t len = steps - t0 < K ? steps - t0 : K;
@@ -135,7 +142,7 @@ void membrane_backward_block(const MembraneBackwardArgs<A>& a, int64_t b, int64_
         const A r = n.reset(vk, s);
         const A h = carry[j] + (a.g_wrec ? a.g_wrec[row + j] : A(0));
         const A c = (!n.clip || r - n.min_v > A(0)) ? A(1) : A(0);
-        const A gy = static_cast<A>(g_y[j * a.g_out.sf]);
+        const A gy = static_cast<A>(g_y[j * a.g_out.sf]) + g_shift[j];
         A grad_v;
         if (n.spiking) {
           const A sigma = given_sigma ? a.sigma[row + j] : surrogate_grad(vk, n.theta, a.surrogate);
@@ -174,7 +181,7 @@ void membrane_forward_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t 
   for (int64_t f = f0; f < f1; ++f) cells.emplace_back(a.p, f);
   const T* u = static_cast<const T*>(a.u.data);
   T* out = static_cast<T*>(a.out);
-  std::vector<A> w(a.v0 + b * F + f0, a.v0 + b * F + f1);
+  std::vector<A> w(a.v0 + b * F + f0, a.v0 + b * F + f1), out_sum(width, A(0));
   for (int64_t t = 0; t < steps; ++t) {
     const T* x = u + a.u.offset(b, t, f0);
     T* o = out + (b * steps + t) * F + f0;
@@ -182,9 +189,15 @@ void membrane_forward_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t 
       A* ckpt = a.ckpt + (b * segments + t / kCheckpointSteps) * F + f0;
       for (int64_t j = 0; j < width; ++j) ckpt[j] = w[j];
     }
-    for (int64_t j = 0; j < width; ++j) o[j] = static_cast<T>(cells[j].step(w[j], static_cast<A>(x[j * a.u.sf])));
+    for (int64_t j = 0; j < width; ++j) {
+      const A y = cells[j].step(w[j], static_cast<A>(x[j * a.u.sf]));
+      o[j] = static_cast<T>(y);
+      out_sum[j] += y;
+    }
   }
   for (int64_t j = 0; j < width; ++j) a.v_final[b * F + f0 + j] = w[j];
+  if (a.out_sum)
+    for (int64_t j = 0; j < width; ++j) a.out_sum[b * F + f0 + j] = out_sum[j];
 }
 
 template <typename T, class C, typename A>
@@ -199,10 +212,12 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
   const T* g_out = static_cast<const T*>(a.g_out.data);
   const T* u = static_cast<const T*>(a.u.data);
   T* g_u = static_cast<T*>(a.g_u);
-  std::vector<A> carry(width, A(0)), g_alpha(width, A(0)), w(width);
+  std::vector<A> carry(width, A(0)), g_alpha(width, A(0)), w(width), g_shift(width, A(0));
   std::vector<A> v(K * width), gate(K * width, A(1)), d_alpha(K * width);
   if (a.g_vfinal)
     for (int64_t j = 0; j < width; ++j) carry[j] = a.g_vfinal[b * F + f0 + j];
+  if (a.g_out_sum)
+    for (int64_t j = 0; j < width; ++j) g_shift[j] = a.g_out_sum[b * F + f0 + j];
   for (int64_t seg = segments - 1; seg >= 0; --seg) {
     const int64_t t0 = seg * K;
     const int len = steps - t0 < K ? static_cast<int>(steps - t0) : K;
@@ -230,7 +245,8 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
       T* g = g_u + (b * steps + t) * F + f0;
       for (int64_t j = 0; j < width; ++j) {
         const C& c = cells[j];
-        const A gv = c.grad_v(v[k * width + j], static_cast<A>(g_y[j * a.g_out.sf]), carry[j], gate[k * width + j]);
+        const A gy = static_cast<A>(g_y[j * a.g_out.sf]) + g_shift[j];
+        const A gv = c.grad_v(v[k * width + j], gy, carry[j], gate[k * width + j]);
         g[j] = static_cast<T>(c.in_scale * gv);
         if (alpha_grad) g_alpha[j] += gv * d_alpha[k * width + j];
         carry[j] = c.alpha * gv;

@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kBlock, 24) membrane_forward_fast(const Membra
   };
   for (int s = 0; s + 1 < stages; ++s) issue(s, s);
 
-  float w = a.v0[n];
+  float w = a.v0[n], out_sum = 0.f;
   int stage = 0, load_stage = stages - 1;
   for (int64_t c = 0; c < chunks; ++c) {
     issue(c + stages - 1, load_stage);
@@ -110,14 +110,23 @@ __global__ void __launch_bounds__(kBlock, 24) membrane_forward_fast(const Membra
     float* o = out + c * K * F;
     if (steps - c * K >= K) {
       EXODUS_UNROLL
-      for (int k = 0; k < K; ++k) o[k * F] = cell.step(w, *ring.at(stage, k));
+      for (int k = 0; k < K; ++k) {
+        const float y = cell.step(w, *ring.at(stage, k));
+        o[k * F] = y;
+        out_sum += y;
+      }
     } else {
       const int len = static_cast<int>(steps - c * K);
-      for (int k = 0; k < len; ++k) o[k * F] = cell.step(w, *ring.at(stage, k));
+      for (int k = 0; k < len; ++k) {
+        const float y = cell.step(w, *ring.at(stage, k));
+        o[k * F] = y;
+        out_sum += y;
+      }
     }
     stage = next_stage(stage, stages);
   }
   a.v_final[n] = w;
+  if (a.out_sum) a.out_sum[n] = out_sum;
 }
 
 // Slots per backward stage: the segment's inputs, its output gradients and its checkpoint.
@@ -155,6 +164,7 @@ __global__ void __launch_bounds__(kBlock, 16) membrane_backward_fast(const Membr
   };
 
   float carry = a.g_vfinal ? a.g_vfinal[n] : 0.f;  // alpha * G_{t+1}, plus the final state's gradient
+  const float g_shift = a.g_out_sum ? a.g_out_sum[n] : 0.f;  // out_sum's gradient reaches every step
   float g_alpha = 0.f;
   // One segment: recompute its membrane from the checkpoint, then walk it backwards. What the
   // walk needs besides the membrane stays out of registers: dv_t/dalpha replaces x_t in the ring
@@ -184,7 +194,7 @@ __global__ void __launch_bounds__(kBlock, 16) membrane_backward_fast(const Membr
     for (int k = K - 1; k >= 0; --k) {
       if (kPartial && k >= len) continue;
       const float gate = C::kGated ? ((gates >> k) & 1u ? 1.f : 0.f) : 1.f;
-      const float gv = cell.grad_v(v[k], *ring.at(stage, K + k), carry, gate);
+      const float gv = cell.grad_v(v[k], *ring.at(stage, K + k) + g_shift, carry, gate);
       gu[k * F] = cell.in_scale * gv;
       if (alpha_grad) g_alpha += gv * *ring.at(stage, k);
       carry = cell.alpha * gv;

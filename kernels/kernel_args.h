@@ -93,6 +93,7 @@ struct MembraneForwardArgs {
   A* v_pre;      // (B, T, F) membrane before spike/reset; may be null
   A* w_rec;      // (B, T, F) state after reset and clipping (record_states); may be null
   A* v_final;    // (B, F)
+  A* out_sum;    // (B, F) sum of out over time (firing rates without a pass over out); may be null
 };
 
 template <typename A>
@@ -102,6 +103,7 @@ struct MembraneBackwardArgs {
   NeuronParams<A> p;
   SurrogateParams<A> surrogate;
   View3 g_out;
+  const A* g_out_sum;  // (B, F) gradient of out_sum: adds to every step's output gradient; or null
   const A* g_wrec;    // (B, T, F) or null
   const A* g_vfinal;  // (B, F) or null
   const A* ckpt;      // (B, C, F) checkpoints written by forward

@@ -49,6 +49,7 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
   A* ckpt_t = a.ckpt ? a.ckpt + b * segments * F + f : nullptr;
 
   A w = a.v0[b * F + f];
+  A out_sum = A(0);
   // Software pipeline: the next chunk's loads are issued before this chunk is computed.
   A x[kChunk];
   EXODUS_UNROLL
@@ -73,7 +74,9 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
       }
       const A v = nrn.membrane(w, x[k]);
       const A s = nrn.spikes(v);
-      *out_t = static_cast<T>(nrn.spiking ? s : v);
+      const A y = nrn.spiking ? s : v;
+      *out_t = static_cast<T>(y);
+      out_sum += y;
       w = nrn.state(nrn.reset(v, s));
       if (v_pre_t) { *v_pre_t = v; v_pre_t += F; }
       if (w_rec_t) { *w_rec_t = w; w_rec_t += F; }
@@ -83,6 +86,7 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
     for (int k = 0; k < kChunk; ++k) x[k] = x_next[k];
   }
   a.v_final[b * F + f] = w;
+  if (a.out_sum) a.out_sum[b * F + f] = out_sum;
 }
 
 // Reverse recurrence (DESIGN.md): H_t = g_w_t + alpha * G_{t+1};
@@ -103,6 +107,7 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
   T* g_u = static_cast<T*>(a.g_u);
 
   A carry = a.g_vfinal ? a.g_vfinal[n] : A(0);  // alpha * G_{t+1}, plus the final state's gradient
+  const A g_shift = a.g_out_sum ? a.g_out_sum[n] : A(0);  // out_sum's gradient reaches every step
   A g_alpha = A(0);
   A pending = A(0);  // G_{t+1}, waiting for w_t to add G_{t+1} * w_t to the alpha gradient
   for (int64_t seg = segments - 1; seg >= 0; --seg) {
@@ -112,7 +117,7 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
     EXODUS_UNROLL
     for (int k = 0; k < K; ++k) {
       x[k] = k < len ? static_cast<A>(u[a.u.offset(b, t0 + k, f)]) : A(0);
-      g_y[k] = k < len ? static_cast<A>(g_out[a.g_out.offset(b, t0 + k, f)]) : A(0);
+      g_y[k] = k < len ? static_cast<A>(g_out[a.g_out.offset(b, t0 + k, f)]) + g_shift : A(0);
     }
     A w = a.ckpt[(b * segments + seg) * F + f];
     EXODUS_UNROLL

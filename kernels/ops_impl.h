@@ -93,10 +93,10 @@ inline at::Tensor no_tensor(const at::Tensor& like, at::ScalarType type) { retur
 // and a Guard type constructed from the input tensor (device guard; nothing on the CPU).
 template <class Backend>
 struct Ops {
-  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_forward(
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_forward(
       const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
       const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
-      int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save, bool record) {
+      int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save, bool record, bool sum_out) {
     typename Backend::Guard guard(u);
     const Shape shape = shape_of(u, "u");
     const DType dtype = dtype_of(u, "u");
@@ -111,6 +111,7 @@ struct Ops {
     at::Tensor w_rec = record ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
                               : no_tensor(u, st);
     at::Tensor v_final = at::empty({shape.batch, shape.features}, u.options().dtype(st));
+    at::Tensor out_sum = sum_out ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : no_tensor(u, st);
     std::vector<at::Tensor> keep;
     auto fill = [&](auto zero) {
       using A = decltype(zero);
@@ -126,14 +127,16 @@ struct Ops {
       a.v_pre = save == static_cast<int64_t>(SaveKind::Trajectory) ? saved.data_ptr<A>() : nullptr;
       a.w_rec = record ? w_rec.data_ptr<A>() : nullptr;
       a.v_final = v_final.data_ptr<A>();
+      a.out_sum = sum_out ? out_sum.data_ptr<A>() : nullptr;
       if (shape.neurons() > 0) Backend::run(a);
     };
     if (st == at::kDouble) fill(double{}); else fill(float{});
-    return {out, saved, w_rec, v_final};
+    return {out, saved, w_rec, v_final, out_sum};
   }
 
   static std::tuple<at::Tensor, at::Tensor, at::Tensor> membrane_backward(
-      const at::Tensor& g_out, const c10::optional<at::Tensor>& g_wrec, const c10::optional<at::Tensor>& g_vfinal,
+      const at::Tensor& g_out, const c10::optional<at::Tensor>& g_out_sum, const c10::optional<at::Tensor>& g_wrec,
+      const c10::optional<at::Tensor>& g_vfinal,
       const at::Tensor& ckpt, const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha,
       const at::Tensor& threshold, const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v,
       double reset_value, int64_t spike_kind, int64_t max_spikes, int64_t reset_kind, bool norm_input,
@@ -166,6 +169,7 @@ struct Ops {
       for (int i = 0; i < kSurrogateParams; ++i)
         a.surrogate.p[i] = i < static_cast<int>(surrogate_params.size()) ? static_cast<A>(surrogate_params[i]) : A(0);
       a.g_out = view3(g_out);
+      a.g_out_sum = g_out_sum.has_value() ? state_ptr<A>(u, *g_out_sum, {shape.batch, shape.features}, "grad of out_sum", keep) : nullptr;
       a.g_wrec = g_wrec.has_value() ? state_ptr<A>(u, *g_wrec, full, "grad of recorded states", keep) : nullptr;
       a.g_vfinal = g_vfinal.has_value() ? state_ptr<A>(u, *g_vfinal, {shape.batch, shape.features}, "grad of final state", keep) : nullptr;
       a.ckpt = state_ptr<A>(u, ckpt, {shape.batch, checkpoints(shape.time), shape.features}, "checkpoints", keep);
@@ -245,9 +249,10 @@ struct Ops {
   TORCH_LIBRARY(NAMESPACE, m) {                                                                                 \
     m.def("membrane_forward(Tensor u, Tensor v0, Tensor alpha, Tensor threshold, Tensor subtract, "            \
           "Tensor? min_v, float reset_value, int spike_kind, int max_spikes, int reset_kind, bool norm_input, " \
-          "int save, bool record) -> (Tensor, Tensor, Tensor, Tensor)",                                      \
+          "int save, bool record, bool sum_out) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",                \
           &exodus::Ops<BACKEND>::membrane_forward);                                                             \
-    m.def("membrane_backward(Tensor g_out, Tensor? g_wrec, Tensor? g_vfinal, Tensor ckpt, Tensor u, Tensor v0, "   \
+    m.def("membrane_backward(Tensor g_out, Tensor? g_out_sum, Tensor? g_wrec, Tensor? g_vfinal, Tensor ckpt, "     \
+          "Tensor u, Tensor v0, "                                                                              \
           "Tensor alpha, Tensor threshold, Tensor subtract, Tensor? min_v, float reset_value, int spike_kind, " \
           "int max_spikes, int reset_kind, bool norm_input, int surrogate_kind, float[] surrogate_params, "     \
           "Tensor? sigma, bool alpha_grad) -> (Tensor, Tensor, Tensor)",                                        \

@@ -48,9 +48,11 @@ def compare(sinabs_layer, exodus_layer, x, calls=1, grads=True):
             assert torch.equal(getattr(exodus_layer, name), buffer), f"state {name} differs"
         for name, rec in getattr(sinabs_layer, "recordings", {}).items():
             assert torch.equal(exodus_layer.recordings[name], rec), f"recording {name} differs"
-        assert torch.equal(exodus_layer.firing_rate, sinabs_layer.firing_rate)
-        loss_s = loss_s + (out_s * w).sum() + sinabs_layer.v_mem.sum()
-        loss_e = loss_e + (out_e * w).sum() + exodus_layer.v_mem.sum()
+        # exodus sums per neuron in the kernel, then over neurons: the same value up to rounding
+        torch.testing.assert_close(exodus_layer.firing_rate, sinabs_layer.firing_rate, rtol=1e-6, atol=0)
+        # the firing rate in the loss too (as rate regularisers use it): its gradient reaches x
+        loss_s = loss_s + (out_s * w).sum() + sinabs_layer.v_mem.sum() + 3.0 * sinabs_layer.firing_rate
+        loss_e = loss_e + (out_e * w).sum() + exodus_layer.v_mem.sum() + 3.0 * exodus_layer.firing_rate
     if not grads:
         return
     params_s = [p for p in sinabs_layer.parameters() if p.requires_grad]

@@ -167,9 +167,10 @@ def _membrane_args(device, requires_grad=True):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_opcheck_membrane(device):
+@pytest.mark.parametrize("sum_out", [False, True])
+def test_opcheck_membrane(device, sum_out):
     ops.membrane(torch.zeros(1, 1, 1, device=device), torch.zeros(1, 1, device=device), 0.9)  # build first
-    torch.library.opcheck(torch.ops.exodus_jit.membrane.default, _membrane_args(device))
+    torch.library.opcheck(torch.ops.exodus_jit.membrane.default, (*_membrane_args(device), sum_out))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -183,8 +184,8 @@ def test_opcheck_synaptic_current(device):
 def test_opcheck_backward_ops(device):
     u, v0, alpha, one, _, minus_one, *_ = _membrane_args(device, requires_grad=False)
     ckpt = torch.randn(u.shape[0], checkpoints(u.shape[1]), u.shape[2], device=device)
-    args = (torch.randn_like(u), None, torch.randn_like(v0), ckpt, u, v0, alpha, one, one, minus_one, 0.0, 1, 0, 0,
-            True, 1, [0.5, 1.0], None, True)
+    args = (torch.randn_like(u), torch.randn_like(v0), None, torch.randn_like(v0), ckpt, u, v0, alpha, one, one,
+            minus_one, 0.0, 1, 0, 0, True, 1, [0.5, 1.0], None, True)
     torch.library.opcheck(torch.ops.exodus_jit.membrane_backward.default, args)
 
 

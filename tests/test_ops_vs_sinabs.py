@@ -42,6 +42,7 @@ def assert_same(cfg: Config, shape, device="cpu", dtype=torch.float32):
     if cfg.record:
         assert torch.equal(got.v_rec, ref.v_rec), "recorded states differ"
     assert torch.equal(got.v_final, ref.v_final), "final states differ"
+    assert rel_err(got.out_sum, ref.out_sum) < 1e-6, "output sums differ"
     if ref.i_final is not None:
         assert torch.equal(got.i_final, ref.i_final)
     assert set(got.grads) == set(ref.grads)

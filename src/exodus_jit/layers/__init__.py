@@ -24,17 +24,21 @@ class ExodusNeuronMixin:
 
     def _exodus_forward(self, input_data: torch.Tensor) -> torch.Tensor:
         batch_size, time_steps, *trailing_dim = input_data.shape
-        # State bookkeeping exactly as sinabs.layers.LIF.forward does it.
-        if not self.is_state_initialised():
-            self.init_state_with_shape((batch_size, *trailing_dim))
-        if not self.state_has_shape((batch_size, *trailing_dim)):
-            if not self.has_trailing_dimension(trailing_dim):
-                self.init_state_with_shape((batch_size, *trailing_dim))
-            else:
-                self.handle_state_batch_size_mismatch(batch_size)
+        state_shape = (batch_size, *trailing_dim)
+        buffers = self._buffers
+        if any(b is None or b.shape != state_shape for b in buffers.values()):
+            # State bookkeeping exactly as sinabs.layers.LIF.forward does it (the check above is
+            # its state_has_shape, cheaper per call).
+            if not self.is_state_initialised():
+                self.init_state_with_shape(state_shape)
+            if not self.state_has_shape(state_shape):
+                if not self.has_trailing_dimension(trailing_dim):
+                    self.init_state_with_shape(state_shape)
+                else:
+                    self.handle_state_batch_size_mismatch(batch_size)
 
-        alpha_mem = self.alpha_mem_calculated
-        alpha_syn = self.alpha_syn_calculated
+        alpha_mem = self._alpha_mem()
+        alpha_syn = self._alpha_syn()
         recordings = {}
         current = input_data
         if alpha_syn is not None:
@@ -43,7 +47,7 @@ class ExodusNeuronMixin:
             else:  # i_t = a i_{t-1} + x_t: the leaky integrator without clipping
                 late = ops.membrane(input_data, self.i_syn, alpha_syn, spike="none")
                 current, i_final = late.output, late.v_final
-            self.i_syn = _owned(i_final, trailing_dim)
+            buffers["i_syn"] = _owned(i_final, trailing_dim)  # what `self.i_syn = ...` does
             if self.record_states:
                 recordings["i_syn"] = current
 
@@ -51,17 +55,49 @@ class ExodusNeuronMixin:
         if self.spike_fn is None:
             threshold = 1.0
             if self.decay_early:  # the input decays within its own step (sinabs-exodus option)
-                current = current * alpha_mem.to(current.device)
+                current = current * self.alpha_mem_calculated.to(current.device)
         else:
             threshold = self.spike_threshold
         result = ops.membrane(current, self.v_mem, alpha_mem, threshold, min_v_mem=self.min_v_mem,
-                              norm_input=self.norm_input, record_states=self.record_states, **kwargs)
-        self.v_mem = _owned(result.v_final, trailing_dim)
+                              norm_input=self.norm_input, record_states=self.record_states, sum_output=True,
+                              **kwargs)
+        buffers["v_mem"] = _owned(result.v_final, trailing_dim)
         if self.record_states:
             recordings["v_mem"] = result.v_rec
-        self.recordings = recordings
-        self.firing_rate = result.output.mean()
+        # plain attributes: what nn.Module.__setattr__ ends with, minus its per-call lookups
+        self.__dict__["recordings"] = recordings
+        # sinabs sets firing_rate = output.mean(); the kernels' per-neuron sums give it without a
+        # pass over the output, computed when first read
+        self.__dict__["_firing_rate"] = (result.output_sum, result.output.numel(), result.output.dtype)
         return result.output
+
+    @property
+    def firing_rate(self) -> torch.Tensor:
+        """Mean output (spikes per neuron and step) of the last forward pass, as in sinabs;
+        differentiable."""
+        rate = self.__dict__.get("_firing_rate")
+        if rate is None:
+            raise AttributeError(f"'{type(self).__name__}' has no firing_rate before its first forward pass")
+        if isinstance(rate, tuple):
+            output_sum, numel, dtype = rate
+            rate = (output_sum.sum() / numel).to(dtype)
+            self.__dict__["_firing_rate"] = rate
+        return rate
+
+    @firing_rate.setter
+    def firing_rate(self, value: torch.Tensor) -> None:
+        self.__dict__["_firing_rate"] = value
+
+    def _alpha_mem(self):
+        """alpha_mem_calculated for the ops: from tau_mem as ops.Decay (no autograd graph per call)."""
+        if type(self).alpha_mem_calculated is not sl.LIF.alpha_mem_calculated:
+            return self.alpha_mem_calculated  # IAF: a constant
+        return self.alpha_mem if self.train_alphas else ops.Decay(self.tau_mem)
+
+    def _alpha_syn(self):
+        if self.train_alphas or self.tau_syn is None:
+            return self.alpha_syn_calculated
+        return ops.Decay(self.tau_syn)
 
     def forward(self, input_data: torch.Tensor) -> torch.Tensor:
         return self._exodus_forward(input_data)

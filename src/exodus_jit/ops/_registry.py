@@ -35,17 +35,18 @@ def _empty(like: Tensor, dtype: torch.dtype, *shape: int) -> Tensor:
 def membrane(u: Tensor, v0: Tensor, alpha: Tensor, threshold: Tensor, subtract: Tensor,
              min_v: Optional[Tensor], reset_value: float, spike_kind: int, max_spikes: int,
              reset_kind: int, norm_input: bool, surrogate_kind: int, surrogate_params: List[float],
-             save: int, record: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+             save: int, record: bool, sum_out: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns (output, what backward needs (SaveKind: checkpoints (B, C, F), the membrane
-    trajectory (B, T, F), or empty), recorded states or empty, final state)."""
+    trajectory (B, T, F), or empty), recorded states or empty, final state, the output summed
+    over time (B, F) or empty)."""
     return backend_ops(u.device).membrane_forward(
         u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
-        norm_input, save, record)
+        norm_input, save, record, sum_out)
 
 
 @membrane.register_fake
 def _(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
-      norm_input, surrogate_kind, surrogate_params, save, record):
+      norm_input, surrogate_kind, surrogate_params, save, record, sum_out=False):
     B, T, F = u.shape
     st = state_dtype(u.dtype)
     saved = {SaveKind.CHECKPOINTS: (B, checkpoints(T), F), SaveKind.TRAJECTORY: (B, T, F)}.get(save, (0,))
@@ -54,25 +55,27 @@ def _(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spi
         _empty(u, st, *saved),
         _empty(u, st, B, T, F) if record else _empty(u, st, 0),
         _empty(u, st, B, F),
+        _empty(u, st, B, F) if sum_out else _empty(u, st, 0),
     )
 
 
 @torch.library.custom_op(f"{LIB}::membrane_backward", mutates_args=())
-def membrane_backward(g_out: Tensor, g_wrec: Optional[Tensor], g_vfinal: Optional[Tensor], ckpt: Tensor,
-                      u: Tensor, v0: Tensor, alpha: Tensor, threshold: Tensor, subtract: Tensor,
-                      min_v: Optional[Tensor], reset_value: float, spike_kind: int, max_spikes: int,
-                      reset_kind: int, norm_input: bool, surrogate_kind: int,
+def membrane_backward(g_out: Tensor, g_out_sum: Optional[Tensor], g_wrec: Optional[Tensor],
+                      g_vfinal: Optional[Tensor], ckpt: Tensor, u: Tensor, v0: Tensor, alpha: Tensor,
+                      threshold: Tensor, subtract: Tensor, min_v: Optional[Tensor], reset_value: float,
+                      spike_kind: int, max_spikes: int, reset_kind: int, norm_input: bool, surrogate_kind: int,
                       surrogate_params: List[float], sigma: Optional[Tensor], alpha_grad: bool
                       ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Returns (grad of u, grad of v0, per-neuron (B, F) grad of alpha or empty)."""
+    """Returns (grad of u, grad of v0, per-neuron (B, F) grad of alpha or empty). g_out_sum, the
+    gradient of the output summed over time, adds to every step's output gradient."""
     return backend_ops(u.device).membrane_backward(
-        g_out, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
-        max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params, sigma, alpha_grad)
+        g_out, g_out_sum, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, reset_value,
+        spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params, sigma, alpha_grad)
 
 
 @membrane_backward.register_fake
-def _(g_out, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
-      max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params, sigma, alpha_grad):
+def _(g_out, g_out_sum, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, reset_value,
+      spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params, sigma, alpha_grad):
     B, T, F = u.shape
     st = state_dtype(u.dtype)
     return (
@@ -84,13 +87,14 @@ def _(g_out, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, r
 
 def reduce_param_grad(per_neuron: Tensor, param: Tensor) -> Tensor:
     """Sum a (B, F) per-neuron gradient into the parameter's (1,) or (F,) shape."""
-    total = per_neuron.sum(0)
-    return total.sum().reshape(param.shape) if param.numel() == 1 else total.reshape(param.shape)
+    if param.numel() == 1:
+        return per_neuron.sum().reshape(param.shape)
+    return per_neuron.sum(0).reshape(param.shape)
 
 
 def _membrane_setup(ctx, inputs, output):
     (u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
-     norm_input, surrogate_kind, surrogate_params, save, record) = inputs
+     norm_input, surrogate_kind, surrogate_params, save, record, sum_out) = inputs
     ctx.set_materialize_grads(False)  # unused outputs get None, not zero tensors to read
     ctx.saved_kind = save
     ctx.save_for_backward(output[1], u, v0, alpha, threshold, subtract, min_v)
@@ -105,28 +109,31 @@ def _direct(t: Tensor) -> bool:
 
 
 def run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, config, surrogate_kind, surrogate_params,
-                         save, record):
+                         save, record, sum_out=False):
     """The forward op: straight to the backend in eager mode (no Python dispatch layers per call),
     through the public custom op (fake impl included) while torch.compile traces."""
     if _direct(u):
         return backend_ops(u.device).membrane_forward(u, v0, alpha, threshold, subtract, min_v, *config,
-                                                      int(save), record)
+                                                      int(save), record, sum_out)
     return membrane(u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind, surrogate_params,
-                    int(save), record)
+                    int(save), record, sum_out)
 
 
 def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wrec, g_vfinal, alpha_grad,
-                   sigma=None):
+                   sigma=None, g_out_sum=None):
     """(grad of u, grad of v0, grad of alpha in alpha's shape or None) from membrane's saved tensors
     (checkpoints, u, v0, alpha, threshold, subtract, min_v) and the incoming gradients (None where
     unused)."""
     ckpt, u, v0, alpha, threshold, subtract, min_v = saved
     if g_out is None:
-        g_out = torch.zeros_like(u)
+        # only the time sum's gradient (or none) came: a stride-0 zero costs no memory traffic
+        g_out = torch.zeros((), dtype=u.dtype, device=u.device).expand(u.shape)
     if g_wrec is not None and g_wrec.numel() == 0:
         g_wrec = None
-    args = (g_out, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind,
-            surrogate_params, sigma, alpha_grad)
+    if g_out_sum is not None and g_out_sum.numel() == 0:
+        g_out_sum = None
+    args = (g_out, g_out_sum, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, *config,
+            surrogate_kind, surrogate_params, sigma, alpha_grad)
     if _direct(u):
         g_u, g_v0, g_alpha = backend_ops(u.device).membrane_backward(*args)
     else:
@@ -134,14 +141,14 @@ def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wre
     return g_u, g_v0, reduce_param_grad(g_alpha, alpha) if alpha_grad else None
 
 
-def _membrane_backward(ctx, g_out, g_saved, g_wrec, g_vfinal):
+def _membrane_backward(ctx, g_out, g_saved, g_wrec, g_vfinal, g_out_sum):
     if ctx.saved_kind != SaveKind.CHECKPOINTS:
         raise RuntimeError("exodus_jit::membrane is differentiable when called with save=1 (checkpoints)")
     reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, params = ctx.config
     g_u, g_v0, g_alpha = membrane_grads(
         ctx.saved_tensors, (reset_value, spike_kind, max_spikes, reset_kind, norm_input), surrogate_kind, params,
-        g_out, g_wrec, g_vfinal, ctx.needs_input_grad[2])
-    return (g_u, g_v0, g_alpha) + (None,) * 12
+        g_out, g_wrec, g_vfinal, ctx.needs_input_grad[2], g_out_sum=g_out_sum)
+    return (g_u, g_v0, g_alpha) + (None,) * 13
 
 
 membrane.register_autograd(_membrane_backward, setup_context=_membrane_setup)

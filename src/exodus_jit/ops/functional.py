@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -19,7 +20,23 @@ from ._config import (RESET_NAMES, SPIKE_NAMES, ResetKind, SaveKind, SpikeKind, 
                       SurrogateLike)
 
 Number = Union[int, float]
+
+
+@dataclass(frozen=True)
+class Decay:
+    """The decay alpha = exp(-1/tau) of a time constant tau, as the ops' alpha argument.
+
+    Same values as computing ``torch.exp(-1.0 / tau)`` and passing that (sinabs' expression, so
+    bit-identical), but cheaper per call: alpha is kept until tau changes (its version counter),
+    and tau's gradient, alpha / tau**2 times alpha's, is taken inside the op's backward instead of
+    through three more autograd nodes.
+    """
+
+    tau: Tensor
+
+
 ParamLike = Union[Number, Tensor]
+AlphaLike = Union[Number, Tensor, Decay]
 BACKENDS = ("kernels", "reference")
 _backend_override: Optional[str] = None
 
@@ -44,11 +61,14 @@ def get_backend() -> str:
 class MembraneOutput:
     """output: spikes (or the membrane, for spike='none'), (B, T, *F), in the input's dtype.
     v_final: the state after the last step, (B, *F). v_rec: the state after every step
-    (B, T, *F), only with record_states=True."""
+    (B, T, *F), only with record_states=True. output_sum: the output summed over time per neuron
+    (B, *F) in the state dtype (spike counts), only with sum_output=True; differentiable, and
+    computed by the kernels, so firing rates need no pass over the output."""
 
     output: Tensor
     v_final: Tensor
     v_rec: Optional[Tensor]
+    output_sum: Optional[Tensor] = None
 
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -73,7 +93,7 @@ def _check_state(name: str, state: Tensor, x: Tensor) -> Tensor:
         raise ValueError(f"{name} is on {state.device} but the input is on {x.device}")
     if not state.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got {state.dtype}")
-    return state.reshape(x.shape[0], _num_features(x)).to(_registry.state_dtype(x.dtype))
+    return _shaped(state, (x.shape[0], _num_features(x))).to(_registry.state_dtype(x.dtype))
 
 
 def _num_features(x: Tensor) -> int:
@@ -90,14 +110,14 @@ def _feature_param(name: str, value: ParamLike, x: Tensor) -> Tensor:
     if not isinstance(value, Tensor):
         if not isinstance(value, (int, float)):
             raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
-        return torch.full((1,), float(value), dtype=dtype, device=x.device)
+        return _constant(float(value), x)
     if value.device != x.device:
         if value.numel() != 1:
             raise ValueError(f"{name} is on {value.device} but the input is on {x.device}")
         if value.device.type == "cpu" and not value.requires_grad:
             # a CPU constant such as sinabs' IAF alpha = tensor(1.): a fill, not a host-to-device
             # copy (which CUDA graph capture forbids)
-            return torch.full((1,), float(value), dtype=dtype, device=x.device)
+            return _constant(float(value), x)
     value = value.to(device=x.device, dtype=dtype)
     if value.numel() == 1:
         return value.reshape(1)
@@ -108,6 +128,68 @@ def _feature_param(name: str, value: ParamLike, x: Tensor) -> Tensor:
     if expanded is None:
         raise ValueError(f"{name} of shape {tuple(value.shape)} does not broadcast to the neuron shape {features}")
     return expanded.reshape(-1)
+
+
+# Parameter tensors made from plain numbers, per (value, device, dtype): a fill per call would be a
+# kernel launch per call on a GPU. The kernels only read them.
+_constants: Dict[tuple, Tensor] = {}
+
+
+def _constant(value: float, x: Tensor) -> Tensor:
+    dtype = _registry.state_dtype(x.dtype)
+    if torch.compiler.is_compiling():
+        return torch.full((1,), value, dtype=dtype, device=x.device)
+    key = (value, x.device, dtype)
+    t = _constants.get(key)
+    if t is None:
+        if len(_constants) > 1024:
+            _constants.clear()
+        t = _constants[key] = torch.full((1,), value, dtype=dtype, device=x.device)
+    return t
+
+
+@dataclass
+class _DecayEntry:
+    key: tuple
+    alpha: Tensor  # as _feature_param makes it
+    slope: Tensor  # d alpha / d tau, in tau's shape
+
+
+# Per tau tensor, by id (a WeakKeyDictionary would compare tensors with ==); an entry goes with its
+# tensor.
+_decays: Dict[int, Tuple["weakref.ref[Tensor]", _DecayEntry]] = {}
+
+
+def _forget_decay(key: int):
+    return lambda _: _decays.pop(key, None)
+
+
+def _decay_param(name: str, decay: Decay, x: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """(alpha as a kernel parameter, tau if it needs a gradient else None, d alpha / d tau)."""
+    tau = decay.tau
+    if not isinstance(tau, Tensor):
+        alpha = torch.exp(-1.0 / torch.tensor(float(tau), dtype=_registry.state_dtype(x.dtype)))
+        return _feature_param(name, alpha, x), None, None
+    if torch.compiler.is_compiling() or type(tau) not in (Tensor, torch.nn.Parameter):
+        return _feature_param(name, torch.exp(-1.0 / tau), x), None, None  # traced: plain autograd
+    key = (tau._version, tau.data_ptr(), tau.dtype, x.device, x.dtype)
+    held = _decays.get(id(tau))
+    entry = held[1] if held is not None and held[0]() is tau else None
+    if entry is None or entry.key != key:
+        with torch.no_grad():
+            alpha = torch.exp(-1.0 / tau)  # sinabs' expression: bit-identical alpha
+            entry = _DecayEntry(key, _feature_param(name, alpha, x), alpha / (tau * tau))
+        _decays[id(tau)] = (weakref.ref(tau, _forget_decay(id(tau))), entry)
+    return entry.alpha, (tau if tau.requires_grad and torch.is_grad_enabled() else None), entry.slope
+
+
+def _decay_grad(g_alpha: Tensor, tau: Tensor, slope: Tensor, features: Tuple[int, ...]) -> Tensor:
+    """tau's gradient from the gradient of the kernel parameter alpha ((1,) or (F',))."""
+    if g_alpha.numel() == 1:
+        g = g_alpha.reshape(())
+    else:
+        g = g_alpha.reshape(features).sum_to_size(tau.shape)
+    return (g * slope).reshape(tau.shape)
 
 
 def _is_eager_cpu(t: Tensor) -> bool:
@@ -129,12 +211,12 @@ def _surrogate_args(surrogate: SurrogateLike) -> Tuple[int, list]:
     raise TypeError(f"surrogate must be an exodus_jit Surrogate or a callable f(v_mem, threshold), got {surrogate!r}")
 
 
-def membrane(u: Tensor, v0: Tensor, alpha: ParamLike, threshold: ParamLike = 1.0, *,
+def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0, *,
              spike: Union[str, SpikeKind] = "multi", max_spikes: Optional[int] = None,
              reset: Union[str, ResetKind] = "subtract", subtract_value: Optional[ParamLike] = None,
              reset_value: float = 0.0, min_v_mem: Optional[ParamLike] = None, norm_input: bool = False,
              surrogate: SurrogateLike = Surrogate.single_exponential(),
-             record_states: bool = False) -> MembraneOutput:
+             record_states: bool = False, sum_output: bool = False) -> MembraneOutput:
     """Membrane dynamics of IAF/LIF (spiking) and ExpLeak (spike='none') over all time steps.
 
     v_t = alpha * w_{t-1} + u_t (times 1 - alpha with norm_input); spikes from v_t by `spike`;
@@ -143,7 +225,7 @@ def membrane(u: Tensor, v0: Tensor, alpha: ParamLike, threshold: ParamLike = 1.0
     Args:
         u: input current (B, T, *F).
         v0: membrane state before the first step (B, *F).
-        alpha: decay per step, exp(-1/tau_mem); 1 for IAF.
+        alpha: decay per step, exp(-1/tau_mem); 1 for IAF. Decay(tau_mem) computes it from tau.
         threshold: spike threshold.
         spike: 'multi', 'single', 'max' (with max_spikes) or 'none' (ExpLeak: output is v).
         reset: 'subtract' (subtract_value, default the threshold) or 'to_value' (reset_value).
@@ -151,6 +233,7 @@ def membrane(u: Tensor, v0: Tensor, alpha: ParamLike, threshold: ParamLike = 1.0
         norm_input: scale the input by 1 - alpha.
         surrogate: a built-in Surrogate (evaluated in the kernels) or a callable f(v, threshold).
         record_states: also return the state after every step.
+        sum_output: also return the output summed over time per neuron.
     """
     _check_data("input", u)
     spike_kind = SPIKE_NAMES[spike] if isinstance(spike, str) else SpikeKind(spike)
@@ -163,7 +246,11 @@ def membrane(u: Tensor, v0: Tensor, alpha: ParamLike, threshold: ParamLike = 1.0
     B, T = u.shape[0], u.shape[1]
     features = tuple(u.shape[2:])
     state = _check_state("v0", v0, u)
-    alpha_t = _feature_param("alpha", alpha, u)
+    tau, slope = None, None
+    if isinstance(alpha, Decay):
+        alpha_t, tau, slope = _decay_param("alpha", alpha, u)
+    else:
+        alpha_t = _feature_param("alpha", alpha, u)
     _check_alpha("alpha", alpha_t)
     threshold_t = _feature_param("threshold", threshold, u)
     subtract_t = threshold_t if subtract_value is None else _feature_param("subtract_value", subtract_value, u)
@@ -174,30 +261,40 @@ def membrane(u: Tensor, v0: Tensor, alpha: ParamLike, threshold: ParamLike = 1.0
         if min_v_t is not None and bool((threshold_t <= min_v_t).any()):
             raise ValueError("threshold must be above min_v_mem")
     surrogate_kind, surrogate_params = _surrogate_args(surrogate)
-    u3 = u.reshape(B, T, _num_features(u))
+    u3 = _shaped(u, (B, T, _num_features(u)))
 
+    if tau is not None and (get_backend() == "reference" or torch.compiler.is_compiling()):
+        alpha_t = _feature_param("alpha", torch.exp(-1.0 / tau), u)  # plain autograd to tau
+        tau = None
+    out_sum = None
     if get_backend() == "reference":
         out, w_rec, v_final = reference.membrane(
             u3, state, alpha_t, threshold_t, subtract_t, min_v_t, float(reset_value), spike_kind,
             int(max_spikes or 0), reset_kind, norm_input, surrogate, record_states)
+        if sum_output:
+            out_sum = out.to(state.dtype).sum(1)
     else:
         config = (float(reset_value), int(spike_kind), int(max_spikes or 0), int(reset_kind), bool(norm_input))
         if torch.compiler.is_compiling() and surrogate_kind != SurrogateKind.GIVEN:
             # traced graphs use the custom op and its registered autograd
             needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u3, state, alpha_t))
             save = SaveKind.CHECKPOINTS if needs_grad else SaveKind.NOTHING
-            out, _, w_rec, v_final = _registry.membrane(u3, state, alpha_t, threshold_t, subtract_t, min_v_t,
-                                                        *config, surrogate_kind, surrogate_params, int(save),
-                                                        record_states)
+            out, _, w_rec, v_final, out_sum = _registry.membrane(
+                u3, state, alpha_t, threshold_t, subtract_t, min_v_t, *config, surrogate_kind, surrogate_params,
+                int(save), record_states, sum_output)
         else:
-            out, w_rec, v_final = _Membrane.apply(u3, state, alpha_t, threshold_t, subtract_t, min_v_t, config,
-                                                  surrogate, record_states)
+            out, w_rec, v_final, out_sum = _Membrane.apply(u3, state, alpha_t, threshold_t, subtract_t, min_v_t,
+                                                           config, surrogate, record_states, tau, slope, features,
+                                                           sum_output)
         if not record_states:
             w_rec = None
+        if not sum_output:
+            out_sum = None
     return MembraneOutput(
         output=_shaped(out, u.shape),
         v_final=_shaped(v_final, (B, *features)),
         v_rec=None if w_rec is None else _shaped(w_rec, u.shape),
+        output_sum=None if out_sum is None else _shaped(out_sum, (B, *features)),
     )
 
 
@@ -212,52 +309,65 @@ class _Membrane(torch.autograd.Function):
     surrogate callable, backward evaluates it in PyTorch on the saved membrane."""
 
     @staticmethod
-    def forward(ctx, u, v0, alpha, threshold, subtract, min_v, config, surrogate, record):
+    def forward(ctx, u, v0, alpha, threshold, subtract, min_v, config, surrogate, record, tau, slope, features,
+                sum_out):
         kind, params = _surrogate_args(surrogate)
-        save = SaveKind.CHECKPOINTS if any(ctx.needs_input_grad[:3]) else SaveKind.NOTHING
-        out, ckpt, w_rec, v_final = _registry.run_membrane_forward(
-            u, v0, alpha, threshold, subtract, min_v, config, kind, params, save, record)
+        needs_grad = ctx.needs_input_grad
+        save = SaveKind.CHECKPOINTS if any(needs_grad[:3]) or needs_grad[9] else SaveKind.NOTHING
+        out, ckpt, w_rec, v_final, out_sum = _registry.run_membrane_forward(
+            u, v0, alpha, threshold, subtract, min_v, config, kind, params, save, record, sum_out)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(ckpt, u, v0, alpha, threshold, subtract, min_v)
         ctx.config, ctx.surrogate, ctx.kind, ctx.params = config, surrogate, kind, params
-        return out, w_rec, v_final
+        if needs_grad[9]:  # alpha came from tau (Decay): tau's gradient is taken here
+            ctx.tau, ctx.slope, ctx.features = tau, slope, features
+        return out, w_rec, v_final, out_sum
 
     @staticmethod
-    def backward(ctx, g_out, g_wrec, g_vfinal):
+    def backward(ctx, g_out, g_wrec, g_vfinal, g_out_sum):
         saved = ctx.saved_tensors
         sigma = None
         if ctx.kind == SurrogateKind.GIVEN and ctx.config[1] != SpikeKind.NONE:
             # the callable needs the whole membrane trajectory: one more forward pass keeps it
             _, u, v0, alpha, threshold, subtract, min_v = saved
             with torch.no_grad():
-                _, v, _, _ = _registry.run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, ctx.config,
-                                                            ctx.kind, ctx.params, SaveKind.TRAJECTORY, False)
+                _, v, _, _, _ = _registry.run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, ctx.config,
+                                                               ctx.kind, ctx.params, SaveKind.TRAJECTORY, False)
                 sigma = ctx.surrogate(v, threshold).to(v.dtype).expand_as(v).contiguous()
+        needs_grad = ctx.needs_input_grad
         g_u, g_v0, g_alpha = _registry.membrane_grads(
-            saved, ctx.config, ctx.kind, ctx.params, g_out, g_wrec, g_vfinal, ctx.needs_input_grad[2], sigma)
-        return g_u, g_v0, g_alpha, None, None, None, None, None, None
+            saved, ctx.config, ctx.kind, ctx.params, g_out, g_wrec, g_vfinal, needs_grad[2] or needs_grad[9], sigma,
+            g_out_sum)
+        g_tau = _decay_grad(g_alpha, ctx.tau, ctx.slope, ctx.features) if needs_grad[9] else None
+        return (g_u if needs_grad[0] else None, g_v0 if needs_grad[1] else None, g_alpha if needs_grad[2] else None,
+                None, None, None, None, None, None, g_tau, None, None, None)
 
 
 class _Synaptic(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, i0, alpha):
+    def forward(ctx, x, i0, alpha, tau, slope, features):
         i_all, i_final = _registry.run_synaptic_forward(x, i0, alpha)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(i_all, x, i0, alpha)
+        if ctx.needs_input_grad[3]:  # alpha came from tau (Decay)
+            ctx.tau, ctx.slope, ctx.features = tau, slope, features
         return i_all, i_final
 
     @staticmethod
     def backward(ctx, g_i, g_final):
-        return _registry.synaptic_grads(ctx.saved_tensors, g_i, g_final, ctx.needs_input_grad[2])
+        needs_grad = ctx.needs_input_grad
+        g_x, g_i0, g_alpha = _registry.synaptic_grads(ctx.saved_tensors, g_i, g_final, needs_grad[2] or needs_grad[3])
+        g_tau = _decay_grad(g_alpha, ctx.tau, ctx.slope, ctx.features) if needs_grad[3] else None
+        return g_x, g_i0, g_alpha if needs_grad[2] else None, g_tau, None, None
 
 
-def synaptic_current(x: Tensor, i0: Tensor, alpha: ParamLike) -> Tuple[Tensor, Tensor]:
+def synaptic_current(x: Tensor, i0: Tensor, alpha: AlphaLike) -> Tuple[Tensor, Tensor]:
     """Synaptic current i_t = alpha * (i_{t-1} + x_t) over all steps, as sinabs' tau_syn.
 
     Args:
         x: input (B, T, *F).
         i0: current before the first step (B, *F).
-        alpha: decay per step, exp(-1/tau_syn).
+        alpha: decay per step, exp(-1/tau_syn), or Decay(tau_syn).
 
     Returns:
         (i for every step (B, T, *F), i after the last step (B, *F)), in the state dtype
@@ -267,15 +377,23 @@ def synaptic_current(x: Tensor, i0: Tensor, alpha: ParamLike) -> Tuple[Tensor, T
     B, T = x.shape[0], x.shape[1]
     features = tuple(x.shape[2:])
     state = _check_state("i0", i0, x)
-    alpha_t = _feature_param("alpha_syn", alpha, x)
+    tau, slope = None, None
+    if isinstance(alpha, Decay):
+        alpha_t, tau, slope = _decay_param("alpha_syn", alpha, x)
+    else:
+        alpha_t = _feature_param("alpha_syn", alpha, x)
     _check_alpha("alpha_syn", alpha_t)
-    x3 = x.reshape(B, T, _num_features(x))
+    x3 = _shaped(x, (B, T, _num_features(x)))
+    if tau is not None and (get_backend() == "reference" or torch.compiler.is_compiling()):
+        alpha_t = _feature_param("alpha_syn", torch.exp(-1.0 / tau), x)  # plain autograd to tau
+        tau = None
     if get_backend() == "reference":
         i_all, i_final = reference.synaptic_current(x3, state, alpha_t)
+    elif torch.compiler.is_compiling():
+        i_all, i_final = _registry.synaptic_current(x3, state, alpha_t)
     else:
-        op = _registry.synaptic_current if torch.compiler.is_compiling() else _Synaptic.apply
-        i_all, i_final = op(x3, state, alpha_t)
+        i_all, i_final = _Synaptic.apply(x3, state, alpha_t, tau, slope, features)
     return _shaped(i_all, x.shape), _shaped(i_final, (B, *features))
 
 
-__all__ = ["MembraneOutput", "membrane", "synaptic_current", "set_backend", "get_backend"]
+__all__ = ["Decay", "MembraneOutput", "membrane", "synaptic_current", "set_backend", "get_backend"]
