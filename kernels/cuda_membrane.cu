@@ -23,10 +23,10 @@ constexpr int K = kCheckpointSteps;
 constexpr int kBlock = 64;      // threads per block: small blocks spread small layers over all SMs
 constexpr int kMaxStages = 8;
 
-// 4-byte asynchronous copy global -> shared (sm_80+); older GPUs copy synchronously.
-__device__ __forceinline__ void copy_async(float* dst, const float* src) {
+// 4-byte asynchronous copy global -> shared (sm_80+); older GPUs copy synchronously. dst is
+// both the generic pointer and its shared-window address (computed once per thread).
+__device__ __forceinline__ void copy_async(float* dst, unsigned dst_shared, const float* src) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned dst_shared = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst_shared), "l"(src) : "memory");
 #else
   *dst = *src;
@@ -67,8 +67,15 @@ __device__ __forceinline__ int next_stage(int stage, int stages) { return stage 
 template <int Slots>
 struct Ring {
   float* mine;
-  __device__ explicit Ring(float* shared) : mine(shared + threadIdx.x) {}
+  unsigned mine_shared;  // the same address in the shared window, for cp.async
+  __device__ explicit Ring(float* shared)
+      : mine(shared + threadIdx.x), mine_shared(static_cast<unsigned>(__cvta_generic_to_shared(shared + threadIdx.x))) {}
   __device__ float* at(int stage, int i) const { return mine + (stage * Slots + i) * kBlock; }
+  // copies src into slot (stage, i)
+  __device__ void fill(int stage, int i, const float* src) const {
+    const int offset = (stage * Slots + i) * kBlock;
+    copy_async(mine + offset, mine_shared + offset * static_cast<unsigned>(sizeof(float)), src);
+  }
 };
 
 template <class C>
@@ -88,10 +95,12 @@ __global__ void __launch_bounds__(kBlock, 24) membrane_forward_fast(const Membra
   auto issue = [&](int64_t c, int stage) {  // chunk c's inputs into a ring stage
     if (c < chunks) {
       const float* src = u + c * K * su;
-      const int len = steps - c * K < K ? static_cast<int>(steps - c * K) : K;
-      EXODUS_UNROLL
-      for (int k = 0; k < K; ++k)
-        if (k < len) copy_async(ring.at(stage, k), src + k * su);
+      if (steps - c * K >= K) {
+        EXODUS_UNROLL
+        for (int k = 0; k < K; ++k) ring.fill(stage, k, src + k * su);
+      } else {
+        for (int k = 0; k < steps - c * K; ++k) ring.fill(stage, k, src + k * su);
+      }
     }
     commit_copies();  // an empty group for chunks past the end keeps the counting uniform
   };
@@ -150,15 +159,21 @@ __global__ void __launch_bounds__(kBlock, 16) membrane_backward_fast(const Membr
 
   auto issue = [&](int64_t seg, int stage) {
     if (seg >= 0) {
-      const int len = steps - seg * K < K ? static_cast<int>(steps - seg * K) : K;
       const float* x = u + seg * K * su;
       const float* g = g_out + seg * K * sg;
-      float* slot = ring.at(stage, 0);
-      for (int k = 0; k < len; ++k, x += su, g += sg, slot += kBlock) {
-        copy_async(slot, x);
-        copy_async(slot + K * kBlock, g);
+      if (steps - seg * K >= K) {
+        EXODUS_UNROLL
+        for (int k = 0; k < K; ++k) {
+          ring.fill(stage, k, x + k * su);
+          ring.fill(stage, K + k, g + k * sg);
+        }
+      } else {
+        for (int k = 0; k < steps - seg * K; ++k) {
+          ring.fill(stage, k, x + k * su);
+          ring.fill(stage, K + k, g + k * sg);
+        }
       }
-      copy_async(ring.at(stage, 2 * K), ckpt + seg * F);
+      ring.fill(stage, 2 * K, ckpt + seg * F);
     }
     commit_copies();
   };
