@@ -134,3 +134,32 @@ class HalfWidthExponential:
 def test_custom_surrogate_callable(device, reset, kernels_backend):
     cfg = Config(MultiSpike, RESET_FNS[reset], HalfWidthExponential(), min_v=-0.5, tau_syn=4.0)
     assert_same(cfg, (2, 20, 6), device)
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["lif", "lif_minv", "reset_to_value", "expleak"])
+@pytest.mark.parametrize("shape", [(4, 37, 64), (2, 150, 96), (3, 20, 40)])
+def test_cuda_half_types_match_cpu(dtype, name, shape, kernels_backend):
+    """2-byte data: feature counts that are multiples of 32 take the fast kernels (warps copy
+    neuron pairs), others the general ones; both compute in float32 like the CPU kernels, so
+    outputs and states are equal and gradients equal up to their rounding to 2 bytes."""
+    kwargs = LONG_CONFIGS[name]
+    x = (torch.randn(shape) * 4).to(dtype)
+    weights = torch.randn(shape).to(dtype)
+    v_start = torch.rand(shape[0], shape[2])
+    results = []
+    for device in ("cpu", "cuda"):
+        u = x.to(device).requires_grad_()
+        v0 = v_start.to(device).requires_grad_()
+        alpha = torch.full((shape[2],), 0.9, device=device).requires_grad_()
+        r = ops.membrane(u, v0, alpha, 1.0, norm_input=True, sum_output=True, **kwargs)
+        loss = (r.output * weights.to(device)).float().sum() + r.v_final.sum() + r.output_sum.sum()
+        grads = torch.autograd.grad(loss, [u, v0, alpha])
+        results.append([t.detach().cpu() for t in (r.output, r.v_final, r.output_sum, *grads)])
+    (out_cpu, vf_cpu, sum_cpu, *g_cpu), (out_gpu, vf_gpu, sum_gpu, *g_gpu) = results
+    assert torch.equal(out_gpu, out_cpu) and torch.equal(vf_gpu, vf_cpu)
+    assert rel_err(sum_gpu, sum_cpu) < 1e-6
+    for name_, a, b in zip(("u", "v0", "alpha"), g_gpu, g_cpu):
+        assert rel_err(a, b) < 2e-3, f"grad of {name_}: {rel_err(a, b):.2e}"

@@ -10,7 +10,8 @@ import torch
 
 from ..jit import CacheEntry, ExtensionSpec, prepare
 
-HEADERS = ("kernel_args.h", "neuron_math.h", "neuron_loops.h", "neuron_cell.h", "ops_impl.h", "cpu_backend.h", "cuda_kernels.h")
+HEADERS = ("kernel_args.h", "neuron_math.h", "neuron_loops.h", "neuron_cell.h", "ops_impl.h", "cpu_backend.h",
+           "cuda_kernels.h", "cuda_membrane.cuh")
 # Half conversions are written as static_casts, which torch's default nvcc flags switch off.
 HALF_CONVERSIONS = tuple(
     f"-U{macro}"
@@ -47,7 +48,8 @@ def cpu_spec() -> ExtensionSpec:
 
 
 def cuda_spec() -> ExtensionSpec:
-    return _spec("exodus_kernels_cuda", ("cuda_kernels.cu", "cuda_membrane.cu", "ops_cuda.cpp"), cuda_cflags=HALF_CONVERSIONS)
+    sources = ("cuda_kernels.cu", "cuda_membrane.cu", "cuda_membrane_half.cu", "cuda_membrane_bf16.cu", "ops_cuda.cpp")
+    return _spec("exodus_kernels_cuda", sources, cuda_cflags=HALF_CONVERSIONS)
 
 
 _lock = threading.Lock()

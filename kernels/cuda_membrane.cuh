@@ -1,0 +1,360 @@
+// Fast CUDA membrane kernels for data without extras (no recorded states, surrogate computed in
+// the kernel): the common training case, for float32, float16 and bfloat16 data (one .cu file per
+// type instantiates them, so they compile in parallel). Everything else runs the general kernels
+// of cuda_kernels.cu.
+//
+// One thread per neuron, as there. What differs:
+// - options are compile-time (Cell, neuron_cell.h): no per-step branches on them;
+// - the loads of upcoming time steps go through a ring in shared memory filled by cp.async,
+//   `stages` chunks of kCheckpointSteps steps deep. Loads stay in flight without holding
+//   registers, so occupancy stays high on large layers and the ring can be deep on small ones
+//   (few threads per multiprocessor, each needing many loads in flight). With 4-byte data each
+//   thread copies and reads only its own slots, so waiting for its own copies is all the
+//   synchronisation needed; 2-byte data is copied 4 bytes (two neighbouring neurons) at a time by
+//   the lanes of a warp together, which then meet at __syncwarp before reading and refilling;
+// - backward keeps, from its recomputation of a segment, the membrane, dv/dalpha and the gate of
+//   every step, so the reverse walk recomputes nothing.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <type_traits>
+
+#include "cuda_kernels.h"
+#include "neuron_cell.h"
+
+namespace exodus {
+namespace fast {
+
+constexpr int K = kCheckpointSteps;
+constexpr int kBlock = 64;      // threads per block: small blocks spread small layers over all SMs
+constexpr int kMaxStages = 8;
+
+// 4-byte asynchronous copy global -> shared (sm_80+); older GPUs copy synchronously. dst is
+// both the generic pointer and its shared-window address (computed once per thread).
+__device__ __forceinline__ void copy_async(void* dst, unsigned dst_shared, const void* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst_shared), "l"(src) : "memory");
+#else
+  *static_cast<unsigned*>(dst) = *static_cast<const unsigned*>(src);
+#endif
+}
+
+__device__ __forceinline__ void commit_copies() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until all but the newest `pending` groups of this thread's copies have landed.
+template <int N>
+__device__ __forceinline__ void wait_copies_n() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void wait_copies(int pending) {
+  switch (pending) {  // the count must be an immediate; `stages` is uniform, so no divergence
+    case 1: wait_copies_n<1>(); break;
+    case 2: wait_copies_n<2>(); break;
+    case 3: wait_copies_n<3>(); break;
+    case 4: wait_copies_n<4>(); break;
+    case 5: wait_copies_n<5>(); break;
+    case 6: wait_copies_n<6>(); break;
+    case 7: wait_copies_n<7>(); break;
+    default: wait_copies_n<0>(); break;
+  }
+}
+
+__device__ __forceinline__ int next_stage(int stage, int stages) { return stage + 1 == stages ? 0 : stage + 1; }
+
+// A ring of `Slots` time steps per stage of every thread's value of type T: slot (stage, i) of a
+// thread; neighbouring threads' slots are neighbouring elements, so a warp's accesses are free of
+// bank conflicts.
+template <typename T, int Slots>
+struct Ring {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 2, "4- or 2-byte data");
+  static constexpr bool kShared = sizeof(T) == 2;  // a warp fills its lanes' slots together
+  T* mine;
+  unsigned mine_shared;  // the same address in the shared window, for cp.async
+  __device__ explicit Ring(T* base)
+      : mine(base + threadIdx.x), mine_shared(static_cast<unsigned>(__cvta_generic_to_shared(base + threadIdx.x))) {}
+  __device__ T* at(int stage, int i) const { return mine + (stage * Slots + i) * kBlock; }
+
+  // Slots i .. i + len - 1 of a stage <- steps 0 .. len - 1 of src (this thread's neuron, step
+  // stride `stride`); all K steps when kWhole. 2-byte data: lane l copies 4 bytes, the neuron pair
+  // (2 (l % 16), 2 (l % 16) + 1) of its warp, for the steps of parity l / 16.
+  template <bool kWhole>
+  __device__ void fill(int stage, int i, const T* src, int stride, int len) const {
+    const int offset = (stage * Slots + i) * kBlock;
+    if constexpr (!kShared) {
+      EXODUS_UNROLL
+      for (int k = 0; k < K; ++k)
+        if (kWhole || k < len)
+          copy_async(mine + offset + k * kBlock, mine_shared + (offset + k * kBlock) * 4u, src + k * stride);
+    } else {
+      const int lane = threadIdx.x & 31, parity = lane >> 4, pair = 2 * (lane & 15);
+      const int shift = pair - lane;  // from this thread's element to its warp's pair
+      const T* from = src + shift + parity * stride;
+      EXODUS_UNROLL
+      for (int k = parity; k < K; k += 2)
+        if (kWhole || k < len)
+          copy_async(mine + offset + k * kBlock + shift, mine_shared + (offset + k * kBlock + shift) * 2u,
+                     from + (k - parity) * stride);
+    }
+  }
+  // Before reading what other lanes copied, and before refilling what they read.
+  __device__ static void sync() {
+    if constexpr (kShared) __syncwarp();
+  }
+};
+
+template <class C, typename T>
+__global__ void __launch_bounds__(kBlock, 24) membrane_forward_fast(const MembraneForwardArgs<float> a, int stages) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
+  if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data (fast_path: F % 32 == 0)
+  const int64_t steps = a.shape.time, chunks = (steps + K - 1) / K;
+  const int F = static_cast<int>(a.shape.features), su = static_cast<int>(a.u.st);
+  const int64_t b = n / F, f = n % F;
+  const C cell(a.p, f);
+  using Data = Ring<T, K>;
+  const Data ring(reinterpret_cast<T*>(shared));
+  const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f);
+  T* out = static_cast<T*>(a.out) + b * steps * F + f;
+  float* ckpt = a.ckpt ? a.ckpt + b * chunks * F + f : nullptr;
+
+  auto issue = [&](int64_t c, int stage) {  // chunk c's inputs into a ring stage
+    if (c < chunks) {
+      const T* src = u + c * K * su;
+      if (steps - c * K >= K) ring.template fill<true>(stage, 0, src, su, K);
+      else ring.template fill<false>(stage, 0, src, su, static_cast<int>(steps - c * K));
+    }
+    commit_copies();  // an empty group for chunks past the end keeps the counting uniform
+  };
+  for (int s = 0; s + 1 < stages; ++s) issue(s, s);
+
+  float w = a.v0[n], out_sum = 0.f;
+  int stage = 0, load_stage = stages - 1;
+  for (int64_t c = 0; c < chunks; ++c) {
+    issue(c + stages - 1, load_stage);
+    load_stage = next_stage(load_stage, stages);
+    wait_copies(stages - 1);
+    Data::sync();
+    if (ckpt) {
+      *ckpt = w;
+      ckpt += F;
+    }
+    T* o = out + c * K * F;
+    if (steps - c * K >= K) {
+      EXODUS_UNROLL
+      for (int k = 0; k < K; ++k) {
+        const float y = cell.step(w, static_cast<float>(*ring.at(stage, k)));
+        o[k * F] = static_cast<T>(y);
+        out_sum += y;
+      }
+    } else {
+      const int len = static_cast<int>(steps - c * K);
+      for (int k = 0; k < len; ++k) {
+        const float y = cell.step(w, static_cast<float>(*ring.at(stage, k)));
+        o[k * F] = static_cast<T>(y);
+        out_sum += y;
+      }
+    }
+    Data::sync();
+    stage = next_stage(stage, stages);
+  }
+  a.v_final[n] = w;
+  if (a.out_sum) a.out_sum[n] = out_sum;
+}
+
+// Shared memory of a backward block: per stage the segment's checkpoint (float) ...
+constexpr int kCheckpointSlots = 1;
+// ... and its inputs and output gradients (T); for 2-byte data, dv/dalpha needs room of its own
+// (with 4-byte data it replaces the input in the ring).
+constexpr int kBackwardDataSlots = 2 * K;
+template <typename T>
+__host__ __device__ constexpr int scratch_slots() { return sizeof(T) == 4 ? 0 : K; }
+
+template <typename T>
+__host__ __device__ constexpr int backward_float_words(int stages) {
+  return (stages * kCheckpointSlots + scratch_slots<T>()) * kBlock;
+}
+
+template <class C, typename T>
+__global__ void __launch_bounds__(kBlock, 16) membrane_backward_fast(const MembraneBackwardArgs<float> a, int stages) {
+  extern __shared__ __align__(16) unsigned char shared[];
+  const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
+  if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data (fast_path: F % 32 == 0)
+  const int64_t steps = a.shape.time, segments = (steps + K - 1) / K;
+  const int F = static_cast<int>(a.shape.features), su = static_cast<int>(a.u.st), sg = static_cast<int>(a.g_out.st);
+  const int64_t b = n / F, f = n % F;
+  const C cell(a.p, f);
+  float* floats = reinterpret_cast<float*>(shared);
+  const Ring<float, kCheckpointSlots> checkpoints(floats);
+  float* scratch = floats + stages * kCheckpointSlots * kBlock + threadIdx.x;  // 2-byte data: dv/dalpha
+  using Data = Ring<T, kBackwardDataSlots>;
+  const Data ring(reinterpret_cast<T*>(floats + backward_float_words<T>(stages)));
+  const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f);
+  const T* g_out = static_cast<const T*>(a.g_out.data) + a.g_out.offset(b, 0, f);
+  const float* ckpt = a.ckpt + b * segments * F + f;
+  T* g_u = static_cast<T*>(a.g_u) + b * steps * F + f;
+  const bool alpha_grad = a.g_alpha != nullptr, norm_input = a.p.norm_input;
+
+  auto issue = [&](int64_t seg, int stage) {
+    if (seg >= 0) {
+      const T* x = u + seg * K * su;
+      const T* g = g_out + seg * K * sg;
+      if (steps - seg * K >= K) {
+        ring.template fill<true>(stage, 0, x, su, K);
+        ring.template fill<true>(stage, K, g, sg, K);
+      } else {
+        const int len = static_cast<int>(steps - seg * K);
+        ring.template fill<false>(stage, 0, x, su, len);
+        ring.template fill<false>(stage, K, g, sg, len);
+      }
+      checkpoints.template fill<false>(stage, 0, ckpt + seg * F, 0, 1);
+    }
+    commit_copies();
+  };
+  // where dv_t/dalpha of step k waits for the reverse walk
+  auto d_alpha = [&](int stage, int k) -> float* {
+    if constexpr (sizeof(T) == 4) return reinterpret_cast<float*>(ring.at(stage, k));
+    else return scratch + k * kBlock;
+  };
+
+  float carry = a.g_vfinal ? a.g_vfinal[n] : 0.f;  // alpha * G_{t+1}, plus the final state's gradient
+  const float g_shift = a.g_out_sum ? a.g_out_sum[n] : 0.f;  // out_sum's gradient reaches every step
+  float g_alpha = 0.f;
+  // One segment: recompute its membrane from the checkpoint, then walk it backwards. What the
+  // walk needs besides the membrane stays out of registers: dv_t/dalpha replaces x_t in the ring
+  // and the gates are bits.
+  auto segment = [&](int64_t seg, int stage, auto partial) {
+    constexpr bool kPartial = decltype(partial)::value;
+    const int len = kPartial ? static_cast<int>(steps - seg * K) : K;
+    float v[K];
+    unsigned gates = 0;
+    float w = *checkpoints.at(stage, 0);
+    EXODUS_UNROLL
+    for (int k = 0; k < K; ++k) {
+      if (kPartial && k >= len) {
+        v[k] = 0.f;  // the surrogate of a step past the end is never used
+        continue;
+      }
+      const float x = static_cast<float>(*ring.at(stage, k));
+      const float w_prev = w;
+      float gate = 1.f;
+      cell.recompute(w, x, v[k], gate);
+      if (C::kGated && gate != 0.f) gates |= 1u << k;
+      if (alpha_grad) *d_alpha(stage, k) = norm_input ? w_prev - x : w_prev;  // dv_t/dalpha
+    }
+    if constexpr (C::kSpiking) surrogate_grads<K>(v, cell.theta, a.surrogate);
+    T* gu = g_u + seg * K * F;
+    EXODUS_UNROLL
+    for (int k = K - 1; k >= 0; --k) {
+      if (kPartial && k >= len) continue;
+      const float gate = C::kGated ? ((gates >> k) & 1u ? 1.f : 0.f) : 1.f;
+      const float gv = cell.grad_v(v[k], static_cast<float>(*ring.at(stage, K + k)) + g_shift, carry, gate);
+      gu[k * F] = static_cast<T>(cell.in_scale * gv);
+      if (alpha_grad) g_alpha += gv * *d_alpha(stage, k);
+      carry = cell.alpha * gv;
+    }
+  };
+
+  for (int s = 0; s + 1 < stages; ++s) issue(segments - 1 - s, s);
+  int stage = 0, load_stage = stages - 1;
+  for (int64_t seg = segments - 1; seg >= 0; --seg) {
+    issue(seg - (stages - 1), load_stage);
+    load_stage = next_stage(load_stage, stages);
+    wait_copies(stages - 1);
+    Data::sync();
+    if (steps - seg * K < K) segment(seg, stage, std::true_type{});
+    else segment(seg, stage, std::false_type{});
+    Data::sync();
+    stage = next_stage(stage, stages);
+  }
+  a.g_v0[n] = carry;
+  if (alpha_grad) a.g_alpha[n] = g_alpha;
+}
+
+// What a launch needs to know of a device and a kernel, looked up once per device.
+struct DeviceLimits {
+  int sms = 0, smem = 0, blocks_by_regs = 0;
+};
+
+constexpr int kMaxDevices = 64;
+
+template <typename Kernel>
+DeviceLimits limits_of(Kernel kernel, DeviceLimits (&cache)[kMaxDevices]) {
+  int device = 0;
+  cudaGetDevice(&device);
+  if (device < 0 || device >= kMaxDevices) return {};
+  DeviceLimits& l = cache[device];
+  if (l.sms == 0) {
+    cudaDeviceGetAttribute(&l.smem, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&l.blocks_by_regs, kernel, kBlock, 0);
+    cudaDeviceGetAttribute(&l.sms, cudaDevAttrMultiProcessorCount, device);
+  }
+  return l;
+}
+
+// Ring depth: as deep as shared memory allows for the blocks each multiprocessor will hold, so
+// small layers (few threads per SM) get many loads in flight and large ones keep occupancy.
+// stage_bytes: one stage of the block's rings; fixed_bytes: the rest of its shared memory.
+template <typename Kernel>
+int pick_stages(Kernel kernel, DeviceLimits (&cache)[kMaxDevices], int64_t neurons, int64_t stage_bytes,
+                int64_t fixed_bytes) {
+  const DeviceLimits l = limits_of(kernel, cache);
+  const int sms = l.sms, smem = l.smem, blocks_by_regs = l.blocks_by_regs;
+  if (sms <= 0 || smem <= 0 || blocks_by_regs <= 0) return 2;
+  const int64_t blocks = (neurons + kBlock - 1) / kBlock;
+  int64_t per_sm = (blocks + sms - 1) / sms;
+  if (per_sm > blocks_by_regs) per_sm = blocks_by_regs;
+  const int64_t budget = smem - per_sm * (1024 + fixed_bytes);  // the runtime reserves 1 KB per block
+  int64_t stages = budget / (per_sm * stage_bytes);
+  if (stages > kMaxStages) stages = kMaxStages;
+  return stages < 2 ? 2 : static_cast<int>(stages);
+}
+
+inline bool fits_int(int64_t v) { return v >= -2147483647LL && v <= 2147483647LL; }
+
+// 2-byte data is copied in 4-byte neuron pairs by whole warps: features contiguous and a multiple
+// of 32 (warps never straddle batch rows), pairs 4-byte aligned.
+inline bool pairs_copyable(const View3& v, int64_t features) {
+  return features % 32 == 0 && v.sf == 1 && v.st % 2 == 0 && v.sb % 2 == 0 &&
+         reinterpret_cast<uintptr_t>(v.data) % 4 == 0;
+}
+
+template <typename T>
+cudaError_t launch_forward(const MembraneForwardArgs<float>& a, cudaStream_t stream) {
+  const int64_t neurons = a.shape.neurons();
+  const unsigned blocks = static_cast<unsigned>((neurons + kBlock - 1) / kBlock);
+  with_cell_type(a.p, [&](auto* cell) {
+    using C = std::remove_pointer_t<decltype(cell)>;
+    static DeviceLimits cache[kMaxDevices];
+    const int64_t stage_bytes = int64_t{kBlock} * K * sizeof(T);
+    const int stages = pick_stages(membrane_forward_fast<C, T>, cache, neurons, stage_bytes, 0);
+    membrane_forward_fast<C, T><<<blocks, kBlock, stages * stage_bytes, stream>>>(a, stages);
+  });
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_backward(const MembraneBackwardArgs<float>& a, cudaStream_t stream) {
+  const int64_t neurons = a.shape.neurons();
+  const unsigned blocks = static_cast<unsigned>((neurons + kBlock - 1) / kBlock);
+  with_cell_type(a.p, [&](auto* cell) {
+    using C = std::remove_pointer_t<decltype(cell)>;
+    static DeviceLimits cache[kMaxDevices];
+    const int64_t stage_bytes = int64_t{kBlock} * (kBackwardDataSlots * sizeof(T) + kCheckpointSlots * sizeof(float));
+    const int64_t fixed_bytes = int64_t{kBlock} * scratch_slots<T>() * sizeof(float);
+    const int stages = pick_stages(membrane_backward_fast<C, T>, cache, neurons, stage_bytes, fixed_bytes);
+    membrane_backward_fast<C, T><<<blocks, kBlock, stages * stage_bytes + fixed_bytes, stream>>>(a, stages);
+  });
+  return cudaGetLastError();
+}
+
+}  // namespace fast
+}  // namespace exodus
