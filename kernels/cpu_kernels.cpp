@@ -6,6 +6,8 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <cmath>
+#include <cstdint>
 #include <type_traits>
 #include <vector>
 
@@ -170,18 +172,87 @@ void membrane_backward_block(const MembraneBackwardArgs<A>& a, int64_t b, int64_
 
 // The same two walks with the options compiled in (Cell, neuron_cell.h), for calls without
 // recorded states or given surrogate values; the algorithm of the fast CUDA kernels
-// (cuda_membrane.cu): backward keeps each step's membrane, gate and dv/dalpha from the
-// recomputation and switches on the surrogate once per segment.
+// (cuda_membrane.cuh): backward keeps each step's membrane, gate and dv/dalpha from the
+// recomputation and evaluates the surrogate once per segment. Each neuron constant is an array of
+// its own and the loops over a block's neurons carry no branches, so they vectorise.
+
+// A block's per-neuron constants, one array each.
+template <typename A>
+struct CellColumns {
+  std::vector<A> alpha, in_scale, theta, subtract, min_v;
+  A reset_value, max_spikes;
+  CellColumns(const NeuronParams<A>& p, int64_t f0, int64_t f1) : reset_value(p.reset_value), max_spikes(p.max_spikes) {
+    for (int64_t f = f0; f < f1; ++f) {
+      alpha.push_back(p.alpha.at(f));
+      in_scale.push_back(p.norm_input ? A(1) - p.alpha.at(f) : A(1));
+      theta.push_back(p.threshold.at(f));
+      subtract.push_back(p.subtract.at(f));
+      min_v.push_back(p.min_v.present() ? p.min_v.at(f) : A(0));
+    }
+  }
+  template <class C>
+  C cell(int64_t j) const {
+    return C(alpha[j], in_scale[j], theta[j], subtract[j], min_v[j], reset_value, max_spikes);
+  }
+};
+
+// exp for the surrogate gradients, written so that loops over neurons vectorise (std::exp does
+// not without -ffast-math, which the exact forward arithmetic rules out): Cody-Waite reduction
+// and a degree-6 polynomial, within 2 ulp of expf on [-87, 88]. Gradients only.
+inline float exp_vectorisable(float x) {
+  x = x < -87.f ? -87.f : (x > 88.f ? 88.f : x);
+  const float y = x * 1.44269504f + 0.5f;
+  float k = static_cast<float>(static_cast<int32_t>(y));  // floor, without a call: |y| < 128
+  k = k > y ? k - 1.f : k;
+  const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
+  float p = 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;  // 2^k
+  return p * __builtin_bit_cast(float, bits);
+}
+inline double exp_vectorisable(double x) { return std::exp(x); }
+
+// sigma of `count` membranes v[j] (in place) of neurons with the block's constants, for the
+// surrogates the layers use by default; the others per value.
+template <typename A>
+void surrogate_columns(A* v, const CellColumns<A>& cols, int64_t count, const SurrogateParams<A>& s) {
+  const A* theta = cols.theta.data();
+  switch (s.kind) {
+    case SurrogateKind::SingleExponential: {  // grad_scale / width * exp(-|v - theta| / width)
+#pragma omp simd
+      for (int64_t j = 0; j < count; ++j) {
+        const A width = theta[j] * s.p[0];
+        const A scale = s.p[1] / width, inv_width = A(1) / width;
+        const A d = v[j] - theta[j];
+        v[j] = scale * exp_vectorisable(-(d < A(0) ? -d : d) * inv_width);
+      }
+      break;
+    }
+    case SurrogateKind::Heaviside: {
+#pragma omp simd
+      for (int64_t j = 0; j < count; ++j) v[j] = A(v[j] >= theta[j] - s.p[0]) * (A(1) / theta[j]);
+      break;
+    }
+    default:
+      for (int64_t j = 0; j < count; ++j) v[j] = surrogate_grad(v[j], theta[j], s);
+  }
+}
+
 template <typename T, class C, typename A>
 void membrane_forward_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
-  const int64_t F = a.shape.features, steps = a.shape.time, width = f1 - f0;
+  const int64_t F = a.shape.features, steps = a.shape.time, width = f1 - f0, sf = a.u.sf;
   const int64_t segments = (steps + kCheckpointSteps - 1) / kCheckpointSteps;
-  std::vector<C> cells;
-  cells.reserve(width);
-  for (int64_t f = f0; f < f1; ++f) cells.emplace_back(a.p, f);
+  const CellColumns<A> cols(a.p, f0, f1);
   const T* u = static_cast<const T*>(a.u.data);
   T* out = static_cast<T*>(a.out);
-  std::vector<A> w(a.v0 + b * F + f0, a.v0 + b * F + f1), out_sum(width, A(0));
+  std::vector<A> w_(a.v0 + b * F + f0, a.v0 + b * F + f1), out_sum_(width, A(0));
+  A* w = w_.data();
+  A* out_sum = out_sum_.data();
   for (int64_t t = 0; t < steps; ++t) {
     const T* x = u + a.u.offset(b, t, f0);
     T* o = out + (b * steps + t) * F + f0;
@@ -189,8 +260,9 @@ void membrane_forward_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t 
       A* ckpt = a.ckpt + (b * segments + t / kCheckpointSteps) * F + f0;
       for (int64_t j = 0; j < width; ++j) ckpt[j] = w[j];
     }
+#pragma omp simd
     for (int64_t j = 0; j < width; ++j) {
-      const A y = cells[j].step(w[j], static_cast<A>(x[j * a.u.sf]));
+      const A y = cols.template cell<C>(j).step(w[j], static_cast<A>(x[j * sf]));
       o[j] = static_cast<T>(y);
       out_sum[j] += y;
     }
@@ -204,16 +276,16 @@ template <typename T, class C, typename A>
 void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
   constexpr int K = kCheckpointSteps;
   const int64_t F = a.shape.features, steps = a.shape.time, width = f1 - f0;
-  const int64_t segments = (steps + K - 1) / K;
-  std::vector<C> cells;
-  cells.reserve(width);
-  for (int64_t f = f0; f < f1; ++f) cells.emplace_back(a.p, f);
+  const int64_t segments = (steps + K - 1) / K, su = a.u.sf, sg = a.g_out.sf;
+  const CellColumns<A> cols(a.p, f0, f1);
   const bool alpha_grad = a.g_alpha != nullptr, norm_input = a.p.norm_input;
   const T* g_out = static_cast<const T*>(a.g_out.data);
   const T* u = static_cast<const T*>(a.u.data);
   T* g_u = static_cast<T*>(a.g_u);
-  std::vector<A> carry(width, A(0)), g_alpha(width, A(0)), w(width), g_shift(width, A(0));
-  std::vector<A> v(K * width), gate(K * width, A(1)), d_alpha(K * width);
+  std::vector<A> carry_(width, A(0)), g_alpha_(width, A(0)), w_(width), g_shift_(width, A(0));
+  std::vector<A> v_(K * width), gate_(K * width, A(1)), d_alpha_(K * width);
+  A *carry = carry_.data(), *g_alpha = g_alpha_.data(), *w = w_.data(), *g_shift = g_shift_.data();
+  A *v = v_.data(), *gate = gate_.data(), *d_alpha = d_alpha_.data();
   if (a.g_vfinal)
     for (int64_t j = 0; j < width; ++j) carry[j] = a.g_vfinal[b * F + f0 + j];
   if (a.g_out_sum)
@@ -225,30 +297,30 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
     for (int64_t j = 0; j < width; ++j) w[j] = ckpt[j];
     for (int k = 0; k < len; ++k) {
       const T* x = u + a.u.offset(b, t0 + k, f0);
+      A* vk = v + k * width;
+      A* gk = gate + k * width;
+      A* dk = d_alpha + k * width;
+#pragma omp simd
       for (int64_t j = 0; j < width; ++j) {
-        const A xj = static_cast<A>(x[j * a.u.sf]), w_prev = w[j];
-        cells[j].recompute(w[j], xj, v[k * width + j], gate[k * width + j]);
-        d_alpha[k * width + j] = norm_input ? w_prev - xj : w_prev;  // dv_t/dalpha
+        const A xj = static_cast<A>(x[j * su]), w_prev = w[j];
+        cols.template cell<C>(j).recompute(w[j], xj, vk[j], gk[j]);
+        dk[j] = norm_input ? w_prev - xj : w_prev;  // dv_t/dalpha
       }
-    }
-    if constexpr (C::kSpiking) {
-      for (int64_t j = 0; j < width; ++j) {
-        A sigma[K] = {};
-        for (int k = 0; k < len; ++k) sigma[k] = v[k * width + j];
-        surrogate_grads<K>(sigma, cells[j].theta, a.surrogate);
-        for (int k = 0; k < len; ++k) v[k * width + j] = sigma[k];
-      }
+      if constexpr (C::kSpiking) surrogate_columns(vk, cols, width, a.surrogate);
     }
     for (int k = len - 1; k >= 0; --k) {
       const int64_t t = t0 + k;
       const T* g_y = g_out + a.g_out.offset(b, t, f0);
       T* g = g_u + (b * steps + t) * F + f0;
+      const A* sk = v + k * width;
+      const A* gk = gate + k * width;
+      const A* dk = d_alpha + k * width;
+#pragma omp simd
       for (int64_t j = 0; j < width; ++j) {
-        const C& c = cells[j];
-        const A gy = static_cast<A>(g_y[j * a.g_out.sf]) + g_shift[j];
-        const A gv = c.grad_v(v[k * width + j], gy, carry[j], gate[k * width + j]);
+        const C c = cols.template cell<C>(j);
+        const A gv = c.grad_v(sk[j], static_cast<A>(g_y[j * sg]) + g_shift[j], carry[j], gk[j]);
         g[j] = static_cast<T>(c.in_scale * gv);
-        if (alpha_grad) g_alpha[j] += gv * d_alpha[k * width + j];
+        g_alpha[j] += alpha_grad ? gv * dk[j] : A(0);
         carry[j] = c.alpha * gv;
       }
     }

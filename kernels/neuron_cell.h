@@ -28,6 +28,11 @@ struct Cell {
         theta(p.threshold.at(f)), subtract(p.subtract.at(f)),
         min_v(Clip ? p.min_v.at(f) : A(0)), reset_value(p.reset_value), max_spikes(p.max_spikes) {}
 
+  // from the values themselves (a CPU block keeps each constant in an array of its own)
+  EXODUS_HD Cell(A alpha_, A in_scale_, A theta_, A subtract_, A min_v_, A reset_value_, A max_spikes_)
+      : alpha(alpha_), in_scale(in_scale_), theta(theta_), subtract(subtract_), min_v(min_v_),
+        reset_value(reset_value_), max_spikes(max_spikes_) {}
+
   EXODUS_HD A membrane(A w, A x) const { return alpha * w + in_scale * x; }
   EXODUS_HD A spikes(A v) const {
     if constexpr (kSpiking) return spike_count_of<S>(v, theta, max_spikes);

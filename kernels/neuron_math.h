@@ -8,7 +8,17 @@
 
 namespace exodus {
 
-EXODUS_HD float trunc_(float x) { return truncf(x); }
+EXODUS_HD float trunc_(float x) {
+#ifdef __CUDA_ARCH__
+  return truncf(x);
+#else
+  // truncf without a call (SSE2 has no rounding instruction), so CPU loops vectorise; the same
+  // value for every input: through int32 below 2^23 (larger floats are integers), sign kept (-0)
+  const bool small = fabsf(x) < 8388608.f;
+  const float t = static_cast<float>(static_cast<int32_t>(small ? x : 0.f));
+  return small ? copysignf(t, x) : x;
+#endif
+}
 EXODUS_HD double trunc_(double x) { return trunc(x); }
 EXODUS_HD float floor_(float x) { return floorf(x); }
 EXODUS_HD double floor_(double x) { return floor(x); }
