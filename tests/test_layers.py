@@ -51,7 +51,7 @@ def compare(sinabs_layer, exodus_layer, x, calls=1, grads=True):
         # exodus sums per neuron in the kernel, then over neurons: the same value up to rounding
         # (ExpLeak's outputs are signed membranes, whose mean cancels: rounding relative to |out|)
         torch.testing.assert_close(exodus_layer.firing_rate, sinabs_layer.firing_rate, rtol=1e-6,
-                                   atol=1e-6 * float(out_s.abs().mean()))
+                                   atol=1e-6 * float(out_s.detach().abs().mean()))
         # the firing rate in the loss too (as rate regularisers use it): its gradient reaches x
         loss_s = loss_s + (out_s * w).sum() + sinabs_layer.v_mem.sum() + 3.0 * sinabs_layer.firing_rate
         loss_e = loss_e + (out_e * w).sum() + exodus_layer.v_mem.sum() + 3.0 * exodus_layer.firing_rate
