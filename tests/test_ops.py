@@ -167,6 +167,33 @@ def _membrane_args(device, requires_grad=True):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tau_shape", [(), (4,), (3, 1), (3, 4)])
+def test_decay_equals_alpha_from_tau_and_follows_tau_changes(device, tau_shape, kernels_backend):
+    """ops.Decay(tau) gives what passing exp(-1/tau) gives, values and tau's gradient (also for a
+    tau broadcast over the features), and its cached alpha follows in-place and .data changes."""
+    x = (torch.randn(2, 11, 3, 4, device=device) * 3)
+    v0 = torch.zeros(2, 3, 4, device=device)
+    w = torch.randn_like(x)
+    tau = torch.nn.Parameter(torch.full(tau_shape, 6.0, device=device) + torch.rand(tau_shape, device=device))
+
+    def run(alpha):
+        r = ops.membrane(x, v0, alpha, 1.0, norm_input=True, sum_output=True)
+        loss = (r.output * w).sum() + r.v_final.sum() + r.output_sum.sum()
+        return r.output.detach(), torch.autograd.grad(loss, tau)[0]
+
+    for change in range(3):
+        out_decay, g_decay = run(ops.Decay(tau))
+        out_plain, g_plain = run(torch.exp(-1.0 / tau))
+        assert torch.equal(out_decay, out_plain)
+        assert rel_err(g_decay, g_plain) < 1e-5 and g_decay.shape == tau.shape
+        with torch.no_grad():
+            if change == 0:
+                tau.mul_(0.5)  # an optimizer step: the version counter moves
+            else:
+                tau.data = tau.data + 3.0  # a new tensor behind the parameter
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("sum_out", [False, True])
 def test_opcheck_membrane(device, sum_out):
     ops.membrane(torch.zeros(1, 1, 1, device=device), torch.zeros(1, 1, device=device), 0.9)  # build first
