@@ -120,10 +120,10 @@ def run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, config, surro
 
 
 def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wrec, g_vfinal, alpha_grad,
-                   sigma=None, g_out_sum=None):
+                   sigma=None, g_out_sum=None, per_neuron_alpha=False):
     """(grad of u, grad of v0, grad of alpha in alpha's shape or None) from membrane's saved tensors
     (checkpoints, u, v0, alpha, threshold, subtract, min_v) and the incoming gradients (None where
-    unused)."""
+    unused). per_neuron_alpha: alpha's gradient per neuron (B, F), not yet summed."""
     ckpt, u, v0, alpha, threshold, subtract, min_v = saved
     if g_out is None:
         # only the time sum's gradient (or none) came: a stride-0 zero costs no memory traffic
@@ -138,7 +138,9 @@ def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wre
         g_u, g_v0, g_alpha = backend_ops(u.device).membrane_backward(*args)
     else:
         g_u, g_v0, g_alpha = membrane_backward(*args)
-    return g_u, g_v0, reduce_param_grad(g_alpha, alpha) if alpha_grad else None
+    if not alpha_grad:
+        return g_u, g_v0, None
+    return g_u, g_v0, g_alpha if per_neuron_alpha else reduce_param_grad(g_alpha, alpha)
 
 
 def _membrane_backward(ctx, g_out, g_saved, g_wrec, g_vfinal, g_out_sum):
@@ -191,7 +193,7 @@ def run_synaptic_forward(x, i0, alpha):
     return synaptic_current(x, i0, alpha)
 
 
-def synaptic_grads(saved, g_i, g_final, alpha_grad):
+def synaptic_grads(saved, g_i, g_final, alpha_grad, per_neuron_alpha=False):
     i_all, x, i0, alpha = saved
     if g_i is None:
         g_i = torch.zeros_like(i_all)
@@ -200,7 +202,9 @@ def synaptic_grads(saved, g_i, g_final, alpha_grad):
         g_x, g_i0, g_alpha = backend_ops(x.device).synaptic_backward(*args)
     else:
         g_x, g_i0, g_alpha = synaptic_current_backward(*args)
-    return g_x, g_i0, reduce_param_grad(g_alpha, alpha) if alpha_grad else None
+    if not alpha_grad:
+        return g_x, g_i0, None
+    return g_x, g_i0, g_alpha if per_neuron_alpha else reduce_param_grad(g_alpha, alpha)
 
 
 def _synaptic_setup(ctx, inputs, output):

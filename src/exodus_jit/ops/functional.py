@@ -183,13 +183,12 @@ def _decay_param(name: str, decay: Decay, x: Tensor) -> Tuple[Tensor, Optional[T
     return entry.alpha, (tau if tau.requires_grad and torch.is_grad_enabled() else None), entry.slope
 
 
-def _decay_grad(g_alpha: Tensor, tau: Tensor, slope: Tensor, features: Tuple[int, ...]) -> Tensor:
-    """tau's gradient from the gradient of the kernel parameter alpha ((1,) or (F',))."""
-    if g_alpha.numel() == 1:
-        g = g_alpha.reshape(())
-    else:
-        g = g_alpha.reshape(features).sum_to_size(tau.shape)
-    return (g * slope).reshape(tau.shape)
+def _decay_grad(per_neuron: Tensor, tau: Tensor, slope: Tensor, features: Tuple[int, ...]) -> Tensor:
+    """tau's gradient from alpha's gradient per neuron (B, F'): summed into tau's shape, times
+    d alpha / d tau (two ops for a scalar tau)."""
+    if tau.numel() == 1:
+        return _shaped(per_neuron.sum() * slope, tau.shape)
+    return per_neuron.sum(0).reshape(features).sum_to_size(tau.shape) * slope
 
 
 def _is_eager_cpu(t: Tensor) -> bool:
@@ -337,9 +336,10 @@ class _Membrane(torch.autograd.Function):
         needs_grad = ctx.needs_input_grad
         g_u, g_v0, g_alpha = _registry.membrane_grads(
             saved, ctx.config, ctx.kind, ctx.params, g_out, g_wrec, g_vfinal, needs_grad[2] or needs_grad[9], sigma,
-            g_out_sum)
+            g_out_sum, per_neuron_alpha=True)
         g_tau = _decay_grad(g_alpha, ctx.tau, ctx.slope, ctx.features) if needs_grad[9] else None
-        return (g_u if needs_grad[0] else None, g_v0 if needs_grad[1] else None, g_alpha if needs_grad[2] else None,
+        g_alpha = _registry.reduce_param_grad(g_alpha, saved[3]) if needs_grad[2] else None
+        return (g_u if needs_grad[0] else None, g_v0 if needs_grad[1] else None, g_alpha,
                 None, None, None, None, None, None, g_tau, None, None, None)
 
 
@@ -356,9 +356,12 @@ class _Synaptic(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_i, g_final):
         needs_grad = ctx.needs_input_grad
-        g_x, g_i0, g_alpha = _registry.synaptic_grads(ctx.saved_tensors, g_i, g_final, needs_grad[2] or needs_grad[3])
+        saved = ctx.saved_tensors
+        g_x, g_i0, g_alpha = _registry.synaptic_grads(saved, g_i, g_final, needs_grad[2] or needs_grad[3],
+                                                      per_neuron_alpha=True)
         g_tau = _decay_grad(g_alpha, ctx.tau, ctx.slope, ctx.features) if needs_grad[3] else None
-        return g_x, g_i0, g_alpha if needs_grad[2] else None, g_tau, None, None
+        g_alpha = _registry.reduce_param_grad(g_alpha, saved[3]) if needs_grad[2] else None
+        return g_x, g_i0, g_alpha, g_tau, None, None
 
 
 def synaptic_current(x: Tensor, i0: Tensor, alpha: AlphaLike) -> Tuple[Tensor, Tensor]:
