@@ -26,6 +26,12 @@ _extension.backend_ops(torch.device("cuda"))
 print(f"cached load (new process): {time.monotonic() - t:.3f} s")
 PY
 
+if [ -n "${TESTS:-}" ]; then
+  # only these CUDA tests (a short call after a change that needs re-checking on the GPU)
+  python3 -m pytest -q -m cuda ${TESTS} -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cuda.txt" | tail -5
+  exit 0
+fi
+
 echo "== host time per call (tiny layer)"
 python3 benchmarks/host_overhead.py --device cuda ${HOST_PROFILE:+--profile} 2>&1 | tee -a "$OUT/env.txt" | head -40
 
