@@ -120,10 +120,10 @@ def run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, config, surro
 
 
 def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wrec, g_vfinal, alpha_grad,
-                   sigma=None, g_out_sum=None, per_neuron_alpha=False):
-    """(grad of u, grad of v0, grad of alpha in alpha's shape or None) from membrane's saved tensors
-    (checkpoints, u, v0, alpha, threshold, subtract, min_v) and the incoming gradients (None where
-    unused). per_neuron_alpha: alpha's gradient per neuron (B, F), not yet summed."""
+                   sigma=None, g_out_sum=None):
+    """(grad of u, grad of v0, alpha's gradient per neuron (B, F) or None) from membrane's saved
+    tensors (checkpoints, u, v0, alpha, threshold, subtract, min_v) and the incoming gradients
+    (None where unused). reduce_param_grad sums the last into alpha's shape."""
     ckpt, u, v0, alpha, threshold, subtract, min_v = saved
     if g_out is None:
         # only the time sum's gradient (or none) came: a stride-0 zero costs no memory traffic
@@ -138,19 +138,19 @@ def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wre
         g_u, g_v0, g_alpha = backend_ops(u.device).membrane_backward(*args)
     else:
         g_u, g_v0, g_alpha = membrane_backward(*args)
-    if not alpha_grad:
-        return g_u, g_v0, None
-    return g_u, g_v0, g_alpha if per_neuron_alpha else reduce_param_grad(g_alpha, alpha)
+    return g_u, g_v0, g_alpha if alpha_grad else None
 
 
 def _membrane_backward(ctx, g_out, g_saved, g_wrec, g_vfinal, g_out_sum):
     if ctx.saved_kind != SaveKind.CHECKPOINTS:
         raise RuntimeError("exodus_jit::membrane is differentiable when called with save=1 (checkpoints)")
     reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, params = ctx.config
+    saved = ctx.saved_tensors
+    alpha_grad = ctx.needs_input_grad[2]
     g_u, g_v0, g_alpha = membrane_grads(
-        ctx.saved_tensors, (reset_value, spike_kind, max_spikes, reset_kind, norm_input), surrogate_kind, params,
-        g_out, g_wrec, g_vfinal, ctx.needs_input_grad[2], g_out_sum=g_out_sum)
-    return (g_u, g_v0, g_alpha) + (None,) * 13
+        saved, (reset_value, spike_kind, max_spikes, reset_kind, norm_input), surrogate_kind, params,
+        g_out, g_wrec, g_vfinal, alpha_grad, g_out_sum=g_out_sum)
+    return (g_u, g_v0, reduce_param_grad(g_alpha, saved[3]) if alpha_grad else None) + (None,) * 13
 
 
 membrane.register_autograd(_membrane_backward, setup_context=_membrane_setup)
@@ -193,7 +193,8 @@ def run_synaptic_forward(x, i0, alpha):
     return synaptic_current(x, i0, alpha)
 
 
-def synaptic_grads(saved, g_i, g_final, alpha_grad, per_neuron_alpha=False):
+def synaptic_grads(saved, g_i, g_final, alpha_grad):
+    """(grad of x, grad of i0, alpha's gradient per neuron (B, F) or None)."""
     i_all, x, i0, alpha = saved
     if g_i is None:
         g_i = torch.zeros_like(i_all)
@@ -202,9 +203,7 @@ def synaptic_grads(saved, g_i, g_final, alpha_grad, per_neuron_alpha=False):
         g_x, g_i0, g_alpha = backend_ops(x.device).synaptic_backward(*args)
     else:
         g_x, g_i0, g_alpha = synaptic_current_backward(*args)
-    if not alpha_grad:
-        return g_x, g_i0, None
-    return g_x, g_i0, g_alpha if per_neuron_alpha else reduce_param_grad(g_alpha, alpha)
+    return g_x, g_i0, g_alpha if alpha_grad else None
 
 
 def _synaptic_setup(ctx, inputs, output):
@@ -214,7 +213,10 @@ def _synaptic_setup(ctx, inputs, output):
 
 
 def _synaptic_backward(ctx, g_i, g_final):
-    return synaptic_grads(ctx.saved_tensors, g_i, g_final, ctx.needs_input_grad[2])
+    saved = ctx.saved_tensors
+    alpha_grad = ctx.needs_input_grad[2]
+    g_x, g_i0, g_alpha = synaptic_grads(saved, g_i, g_final, alpha_grad)
+    return g_x, g_i0, reduce_param_grad(g_alpha, saved[3]) if alpha_grad else None
 
 
 synaptic_current.register_autograd(_synaptic_backward, setup_context=_synaptic_setup)

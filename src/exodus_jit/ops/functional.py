@@ -164,14 +164,26 @@ def _forget_decay(key: int):
     return lambda _: _decays.pop(key, None)
 
 
+def _alpha_param(name: str, alpha: AlphaLike, x: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """(alpha as a kernel parameter, tau if the op takes tau's gradient itself else None,
+    d alpha / d tau)."""
+    if isinstance(alpha, Decay):
+        alpha_t, tau, slope = _decay_param(name, alpha, x)
+    else:
+        alpha_t, tau, slope = _feature_param(name, alpha, x), None, None
+    _check_alpha(name, alpha_t)
+    return alpha_t, tau, slope
+
+
 def _decay_param(name: str, decay: Decay, x: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """(alpha as a kernel parameter, tau if it needs a gradient else None, d alpha / d tau)."""
     tau = decay.tau
     if not isinstance(tau, Tensor):
         alpha = torch.exp(-1.0 / torch.tensor(float(tau), dtype=_registry.state_dtype(x.dtype)))
         return _feature_param(name, alpha, x), None, None
-    if torch.compiler.is_compiling() or type(tau) not in (Tensor, torch.nn.Parameter):
-        return _feature_param(name, torch.exp(-1.0 / tau), x), None, None  # traced: plain autograd
+    if (torch.compiler.is_compiling() or get_backend() == "reference"
+            or type(tau) not in (Tensor, torch.nn.Parameter)):
+        # traced graphs and the reference backend differentiate alpha with plain autograd
+        return _feature_param(name, torch.exp(-1.0 / tau), x), None, None
     key = (tau._version, tau.data_ptr(), tau.dtype, x.device, x.dtype)
     held = _decays.get(id(tau))
     entry = held[1] if held is not None and held[0]() is tau else None
@@ -189,6 +201,15 @@ def _decay_grad(per_neuron: Tensor, tau: Tensor, slope: Tensor, features: Tuple[
     if tau.numel() == 1:
         return _shaped(per_neuron.sum() * slope, tau.shape)
     return per_neuron.sum(0).reshape(features).sum_to_size(tau.shape) * slope
+
+
+def _param_grads(ctx, per_neuron: Optional[Tensor], alpha: Tensor, alpha_index: int, tau_index: int):
+    """(alpha's gradient, tau's gradient) that the Function's backward returns, from alpha's
+    gradient per neuron; None where not needed."""
+    needs_grad = ctx.needs_input_grad
+    g_alpha = _registry.reduce_param_grad(per_neuron, alpha) if needs_grad[alpha_index] else None
+    g_tau = _decay_grad(per_neuron, ctx.tau, ctx.slope, ctx.features) if needs_grad[tau_index] else None
+    return g_alpha, g_tau
 
 
 def _is_eager_cpu(t: Tensor) -> bool:
@@ -245,12 +266,7 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
     B, T = u.shape[0], u.shape[1]
     features = tuple(u.shape[2:])
     state = _check_state("v0", v0, u)
-    tau, slope = None, None
-    if isinstance(alpha, Decay):
-        alpha_t, tau, slope = _decay_param("alpha", alpha, u)
-    else:
-        alpha_t = _feature_param("alpha", alpha, u)
-    _check_alpha("alpha", alpha_t)
+    alpha_t, tau, slope = _alpha_param("alpha", alpha, u)
     threshold_t = _feature_param("threshold", threshold, u)
     subtract_t = threshold_t if subtract_value is None else _feature_param("subtract_value", subtract_value, u)
     min_v_t = None if min_v_mem is None else _feature_param("min_v_mem", min_v_mem, u)
@@ -262,9 +278,6 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
     surrogate_kind, surrogate_params = _surrogate_args(surrogate)
     u3 = _shaped(u, (B, T, _num_features(u)))
 
-    if tau is not None and (get_backend() == "reference" or torch.compiler.is_compiling()):
-        alpha_t = _feature_param("alpha", torch.exp(-1.0 / tau), u)  # plain autograd to tau
-        tau = None
     out_sum = None
     if get_backend() == "reference":
         out, w_rec, v_final = reference.membrane(
@@ -336,9 +349,8 @@ class _Membrane(torch.autograd.Function):
         needs_grad = ctx.needs_input_grad
         g_u, g_v0, g_alpha = _registry.membrane_grads(
             saved, ctx.config, ctx.kind, ctx.params, g_out, g_wrec, g_vfinal, needs_grad[2] or needs_grad[9], sigma,
-            g_out_sum, per_neuron_alpha=True)
-        g_tau = _decay_grad(g_alpha, ctx.tau, ctx.slope, ctx.features) if needs_grad[9] else None
-        g_alpha = _registry.reduce_param_grad(g_alpha, saved[3]) if needs_grad[2] else None
+            g_out_sum)
+        g_alpha, g_tau = _param_grads(ctx, g_alpha, saved[3], alpha_index=2, tau_index=9)
         return (g_u if needs_grad[0] else None, g_v0 if needs_grad[1] else None, g_alpha,
                 None, None, None, None, None, None, g_tau, None, None, None)
 
@@ -357,10 +369,8 @@ class _Synaptic(torch.autograd.Function):
     def backward(ctx, g_i, g_final):
         needs_grad = ctx.needs_input_grad
         saved = ctx.saved_tensors
-        g_x, g_i0, g_alpha = _registry.synaptic_grads(saved, g_i, g_final, needs_grad[2] or needs_grad[3],
-                                                      per_neuron_alpha=True)
-        g_tau = _decay_grad(g_alpha, ctx.tau, ctx.slope, ctx.features) if needs_grad[3] else None
-        g_alpha = _registry.reduce_param_grad(g_alpha, saved[3]) if needs_grad[2] else None
+        g_x, g_i0, g_alpha = _registry.synaptic_grads(saved, g_i, g_final, needs_grad[2] or needs_grad[3])
+        g_alpha, g_tau = _param_grads(ctx, g_alpha, saved[3], alpha_index=2, tau_index=3)
         return g_x, g_i0, g_alpha, g_tau, None, None
 
 
@@ -380,16 +390,8 @@ def synaptic_current(x: Tensor, i0: Tensor, alpha: AlphaLike) -> Tuple[Tensor, T
     B, T = x.shape[0], x.shape[1]
     features = tuple(x.shape[2:])
     state = _check_state("i0", i0, x)
-    tau, slope = None, None
-    if isinstance(alpha, Decay):
-        alpha_t, tau, slope = _decay_param("alpha_syn", alpha, x)
-    else:
-        alpha_t = _feature_param("alpha_syn", alpha, x)
-    _check_alpha("alpha_syn", alpha_t)
+    alpha_t, tau, slope = _alpha_param("alpha_syn", alpha, x)
     x3 = _shaped(x, (B, T, _num_features(x)))
-    if tau is not None and (get_backend() == "reference" or torch.compiler.is_compiling()):
-        alpha_t = _feature_param("alpha_syn", torch.exp(-1.0 / tau), x)  # plain autograd to tau
-        tau = None
     if get_backend() == "reference":
         i_all, i_final = reference.synaptic_current(x3, state, alpha_t)
     elif torch.compiler.is_compiling():
