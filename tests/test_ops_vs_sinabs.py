@@ -103,23 +103,32 @@ def test_cuda_matches_cpu_on_long_and_wide_layers(name, shape, kernels_backend):
     """Sequences many checkpoint segments long (the GPU's prefetch ring wraps around many times)
     and layers wide enough for the GPU to choose a shallow ring: the CUDA kernels equal the CPU
     kernels, which the matrix above holds to sinabs."""
-    kwargs = LONG_CONFIGS[name]
     x = torch.randn(shape) * 4
-    weights = torch.randn(shape)
-    v_start = torch.rand(shape[0], shape[2])
-    results = []
-    for device in ("cpu", "cuda"):
-        u = x.to(device).requires_grad_()
-        v0 = v_start.to(device).requires_grad_()
-        alpha = torch.full((shape[2],), 0.9, device=device).requires_grad_()
-        r = ops.membrane(u, v0, alpha, 1.0, norm_input=True, **kwargs)
-        loss = (r.output * weights.to(device)).sum() + r.v_final.sum()
-        grads = torch.autograd.grad(loss, [u, v0, alpha])
-        results.append([t.detach().cpu() for t in (r.output, r.v_final, *grads)])
-    (out_cpu, vf_cpu, *g_cpu), (out_gpu, vf_gpu, *g_gpu) = results
+    (out_cpu, vf_cpu, *g_cpu), (out_gpu, vf_gpu, *g_gpu) = _membrane_on_both(x, LONG_CONFIGS[name], False)
     assert torch.equal(out_gpu, out_cpu) and torch.equal(vf_gpu, vf_cpu)
     for name_, a, b in zip(("u", "v0", "alpha"), g_gpu, g_cpu):
         assert rel_err(a, b) < 1e-5, f"grad of {name_}: {rel_err(a, b):.2e}"
+
+
+def _membrane_on_both(x, kwargs, with_sum, devices=("cpu", "cuda")):
+    """The same membrane call, loss and gradients on each device, results on the CPU: output,
+    final state, the output sum (with_sum only) and the gradients of input, v0 and alpha."""
+    shape = x.shape
+    weights = torch.randn(shape).to(x.dtype)
+    v_start = torch.rand(shape[0], shape[2])
+    results = []
+    for device in devices:
+        u = x.to(device).requires_grad_()
+        v0 = v_start.to(device).requires_grad_()
+        alpha = torch.full((shape[2],), 0.9, device=device).requires_grad_()
+        r = ops.membrane(u, v0, alpha, 1.0, norm_input=True, sum_output=with_sum, **kwargs)
+        loss = (r.output * weights.to(device)).float().sum() + r.v_final.sum()
+        if with_sum:
+            loss = loss + r.output_sum.sum()
+        grads = torch.autograd.grad(loss, [u, v0, alpha])
+        kept = (r.output, r.v_final, r.output_sum) if with_sum else (r.output, r.v_final)
+        results.append([t.detach().cpu() for t in (*kept, *grads)])
+    return results
 
 
 class HalfWidthExponential:
@@ -145,20 +154,9 @@ def test_cuda_half_types_match_cpu(dtype, name, shape, kernels_backend):
     """2-byte data: feature counts that are multiples of 32 take the fast kernels (warps copy
     neuron pairs), others the general ones; both compute in float32 like the CPU kernels, so
     outputs and states are equal and gradients equal up to their rounding to 2 bytes."""
-    kwargs = LONG_CONFIGS[name]
     x = (torch.randn(shape) * 4).to(dtype)
-    weights = torch.randn(shape).to(dtype)
-    v_start = torch.rand(shape[0], shape[2])
-    results = []
-    for device in ("cpu", "cuda"):
-        u = x.to(device).requires_grad_()
-        v0 = v_start.to(device).requires_grad_()
-        alpha = torch.full((shape[2],), 0.9, device=device).requires_grad_()
-        r = ops.membrane(u, v0, alpha, 1.0, norm_input=True, sum_output=True, **kwargs)
-        loss = (r.output * weights.to(device)).float().sum() + r.v_final.sum() + r.output_sum.sum()
-        grads = torch.autograd.grad(loss, [u, v0, alpha])
-        results.append([t.detach().cpu() for t in (r.output, r.v_final, r.output_sum, *grads)])
-    (out_cpu, vf_cpu, sum_cpu, *g_cpu), (out_gpu, vf_gpu, sum_gpu, *g_gpu) = results
+    (out_cpu, vf_cpu, sum_cpu, *g_cpu), (out_gpu, vf_gpu, sum_gpu, *g_gpu) = _membrane_on_both(
+        x, LONG_CONFIGS[name], True)
     assert torch.equal(out_gpu, out_cpu) and torch.equal(vf_gpu, vf_cpu)
     assert rel_err(sum_gpu, sum_cpu) < 1e-6
     for name_, a, b in zip(("u", "v0", "alpha"), g_gpu, g_cpu):
