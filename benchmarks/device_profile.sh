@@ -2,13 +2,7 @@
 # One call on the GPU machine: where the time of a layer call goes, without the test suite.
 # torch.profiler (host issue time, kernels) at three sizes, then ncu with warp-stall and
 # instruction sections for the membrane kernels. Usage (device tool): bash benchmarks/device_profile.sh
-set -u -o pipefail
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/exodus-out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src
-export EXODUS_JIT_CACHE=/tmp/exodus-cache
+source benchmarks/device_env.sh
 python3 -m exodus_jit build --cuda 2>&1 | tail -2
 for size in ${SIZES:-16x500x512 16x500x16384 16x4000x1024}; do
   python3 benchmarks/profile_layer.py --size $size 2>&1 | tee -a "$OUT/profile.txt" | grep -E "host issue|membrane|synaptic|Self CUDA|elementwise|reduce"

@@ -2,13 +2,7 @@
 # One call on the GPU machine: first-use CUDA build, cached load, the CUDA test suite and the
 # layer benchmark. Needs sinabs & co. as wheels in .whl/ (see benchmarks/README.md).
 # Usage (device tool): bash benchmarks/device_run.sh   -> results under $OUT
-set -u -o pipefail
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-/tmp/exodus-out}
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/src
-export EXODUS_JIT_CACHE=/tmp/exodus-cache
+source benchmarks/device_env.sh
 rm -rf "$EXODUS_JIT_CACHE"
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/env.txt"
