@@ -2,7 +2,8 @@
 
 LIF layer alone (tau_mem=10, default sinabs options), input randn * 10 requiring grad, ~10%
 firing; CUDA events after warm-up, median of repeats; peak extra memory of one forward +
-backward. Also the device-to-device copy bandwidth, to put achieved bytes/s next to it.
+backward. Also the device-to-device copy bandwidth, to put achieved bytes/s next to it, and
+(framework "floor") the protocol's floor: one autograd Function with a copy-speed kernel each way.
 
     python benchmarks/bench_layer.py --device cuda --sizes 16x500x512 16x500x16384 --json out.json
 """
@@ -42,7 +43,36 @@ class SpikingJellyLIF(torch.nn.Module):
         return self.node(x)
 
 
+class _CopyFloor(torch.autograd.Function):
+    """One elementwise kernel each way, moving a layer's floor bytes: forward reads x and writes
+    the output, backward reads the output gradient and x and writes x's gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return torch.add(g, x, alpha=0.0)
+
+
+class FloorLayer(torch.nn.Module):
+    """The protocol's floor for any layer built on torch autograd: one Function call per forward
+    (host time of one custom Function and one launch) and copy-speed kernels. No neuron layer
+    can beat it in this protocol, so it shows how much of a target the host leaves."""
+
+    def reset_states(self):
+        pass
+
+    def forward(self, x):
+        return _CopyFloor.apply(x)
+
+
 def make_layer(framework: str, kind: str, device: str):
+    if framework == "floor":
+        return FloorLayer() if kind == "LIF" else None
     if framework == "spikingjelly":
         if kind != "LIF":
             return None

@@ -41,8 +41,8 @@ echo "== CUDA tests"
 python3 -m pytest -q -m cuda tests/ -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest_cuda.txt" | tail -25
 fi
 
-echo "== benchmark (exodus-jit and SpikingJelly 2.0 in one process layout; sinabs at the small size)"
-python3 benchmarks/bench_layer.py --device cuda --frameworks exodus-jit spikingjelly --layers LIF IAF LIF_syn LIF_minv \
+echo "== benchmark (exodus-jit, SpikingJelly 2.0 and the protocol's floor in one process layout; sinabs at the small size)"
+python3 benchmarks/bench_layer.py --device cuda --frameworks exodus-jit spikingjelly floor --layers LIF IAF LIF_syn LIF_minv \
   --sizes 16x500x512 16x500x4096 16x500x16384 16x4000x1024 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
 mkdir -p /tmp/bench
 python3 benchmarks/bench_layer.py --device cuda --frameworks sinabs --layers LIF --sizes 16x500x512 --repeats 3 \

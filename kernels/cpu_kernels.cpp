@@ -243,33 +243,64 @@ void surrogate_columns(A* v, const CellColumns<A>& cols, int64_t count, const Su
   }
 }
 
+// The fused synaptic stage of a block (SynapseForward/-Backward): per-neuron alpha_syn, the
+// current i, and a row for the membrane's input of the step being computed.
+template <typename A>
+struct SynapseColumns {
+  std::vector<A> alpha, i, row;
+  template <class Syn>
+  SynapseColumns(const Syn& syn, int64_t n0, int64_t f0, int64_t f1) {
+    if (!syn.present()) return;
+    for (int64_t f = f0; f < f1; ++f) alpha.push_back(syn.alpha.at(f));
+    row.resize(f1 - f0);
+    if constexpr (std::is_same<Syn, SynapseForward<A>>::value) i.assign(syn.i0 + n0, syn.i0 + n0 + (f1 - f0));
+    else i.resize(f1 - f0);
+  }
+};
+
 template <typename T, class C, typename A>
 void membrane_forward_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
   const int64_t F = a.shape.features, steps = a.shape.time, width = f1 - f0, sf = a.u.sf;
   const int64_t segments = (steps + kCheckpointSteps - 1) / kCheckpointSteps;
   const CellColumns<A> cols(a.p, f0, f1);
+  const bool syn = a.syn.present();
+  SynapseColumns<A> syn_cols(a.syn, b * F + f0, f0, f1);
   const T* u = static_cast<const T*>(a.u.data);
   T* out = static_cast<T*>(a.out);
   std::vector<A> w_(a.v0 + b * F + f0, a.v0 + b * F + f1), out_sum_(width, A(0));
   A* w = w_.data();
   A* out_sum = out_sum_.data();
+  A *alpha_syn = syn_cols.alpha.data(), *i = syn_cols.i.data(), *in = syn_cols.row.data();
   for (int64_t t = 0; t < steps; ++t) {
     const T* x = u + a.u.offset(b, t, f0);
     T* o = out + (b * steps + t) * F + f0;
     if (a.ckpt && t % kCheckpointSteps == 0) {
-      A* ckpt = a.ckpt + (b * segments + t / kCheckpointSteps) * F + f0;
-      for (int64_t j = 0; j < width; ++j) ckpt[j] = w[j];
+      const int64_t at = (b * segments + t / kCheckpointSteps) * F + f0;
+      for (int64_t j = 0; j < width; ++j) a.ckpt[at + j] = w[j];
+      if (syn)
+        for (int64_t j = 0; j < width; ++j) a.syn.ckpt[at + j] = i[j];
     }
+    auto steps_from = [&](const auto* input, int64_t stride) {
 #pragma omp simd
-    for (int64_t j = 0; j < width; ++j) {
-      const A y = cols.template cell<C>(j).step(w[j], static_cast<A>(x[j * sf]));
-      o[j] = static_cast<T>(y);
-      out_sum[j] += y;
+      for (int64_t j = 0; j < width; ++j) {
+        const A y = cols.template cell<C>(j).step(w[j], static_cast<A>(input[j * stride]));
+        o[j] = static_cast<T>(y);
+        out_sum[j] += y;
+      }
+    };
+    if (syn) {
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) in[j] = synapse_step(i[j], static_cast<A>(x[j * sf]), alpha_syn[j]);
+      steps_from(in, 1);
+    } else {
+      steps_from(x, sf);
     }
   }
   for (int64_t j = 0; j < width; ++j) a.v_final[b * F + f0 + j] = w[j];
   if (a.out_sum)
     for (int64_t j = 0; j < width; ++j) a.out_sum[b * F + f0 + j] = out_sum[j];
+  if (syn)
+    for (int64_t j = 0; j < width; ++j) a.syn.i_final[b * F + f0 + j] = i[j];
 }
 
 template <typename T, class C, typename A>
@@ -279,6 +310,8 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
   const int64_t segments = (steps + K - 1) / K, su = a.u.sf, sg = a.g_out.sf;
   const CellColumns<A> cols(a.p, f0, f1);
   const bool alpha_grad = a.g_alpha != nullptr, norm_input = a.p.norm_input;
+  const bool syn = a.syn.present(), alpha_syn_grad = syn && a.syn.g_alpha != nullptr;
+  SynapseColumns<A> syn_cols(a.syn, b * F + f0, f0, f1);
   const T* g_out = static_cast<const T*>(a.g_out.data);
   const T* u = static_cast<const T*>(a.u.data);
   T* g_u = static_cast<T*>(a.g_u);
@@ -286,25 +319,47 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
   std::vector<A> v_(K * width), gate_(K * width, A(1)), d_alpha_(K * width);
   A *carry = carry_.data(), *g_alpha = g_alpha_.data(), *w = w_.data(), *g_shift = g_shift_.data();
   A *v = v_.data(), *gate = gate_.data(), *d_alpha = d_alpha_.data();
+  // synaptic stage: J's carry, alpha_syn's gradient, i_{t-1} + x_t of a segment's steps
+  std::vector<A> syn_carry_(syn ? width : 0, A(0)), g_alpha_syn_(syn ? width : 0, A(0)), pre_(syn ? K * width : 0);
+  A *syn_carry = syn_carry_.data(), *g_alpha_syn = g_alpha_syn_.data(), *pre = pre_.data();
+  A *alpha_syn = syn_cols.alpha.data(), *i = syn_cols.i.data(), *row = syn_cols.row.data();
   if (a.g_vfinal)
     for (int64_t j = 0; j < width; ++j) carry[j] = a.g_vfinal[b * F + f0 + j];
   if (a.g_out_sum)
     for (int64_t j = 0; j < width; ++j) g_shift[j] = a.g_out_sum[b * F + f0 + j];
+  if (syn && a.syn.g_ifinal)
+    for (int64_t j = 0; j < width; ++j) syn_carry[j] = a.syn.g_ifinal[b * F + f0 + j];
   for (int64_t seg = segments - 1; seg >= 0; --seg) {
     const int64_t t0 = seg * K;
     const int len = steps - t0 < K ? static_cast<int>(steps - t0) : K;
-    const A* ckpt = a.ckpt + (b * segments + seg) * F + f0;
-    for (int64_t j = 0; j < width; ++j) w[j] = ckpt[j];
+    const int64_t at = (b * segments + seg) * F + f0;
+    for (int64_t j = 0; j < width; ++j) w[j] = a.ckpt[at + j];
+    if (syn)
+      for (int64_t j = 0; j < width; ++j) i[j] = a.syn.ckpt[at + j];
     for (int k = 0; k < len; ++k) {
       const T* x = u + a.u.offset(b, t0 + k, f0);
       A* vk = v + k * width;
       A* gk = gate + k * width;
       A* dk = d_alpha + k * width;
+      auto recompute_from = [&](const auto* input, int64_t stride) {
 #pragma omp simd
-      for (int64_t j = 0; j < width; ++j) {
-        const A xj = static_cast<A>(x[j * su]), w_prev = w[j];
-        cols.template cell<C>(j).recompute(w[j], xj, vk[j], gk[j]);
-        dk[j] = norm_input ? w_prev - xj : w_prev;  // dv_t/dalpha
+        for (int64_t j = 0; j < width; ++j) {
+          const A xj = static_cast<A>(input[j * stride]), w_prev = w[j];
+          cols.template cell<C>(j).recompute(w[j], xj, vk[j], gk[j]);
+          dk[j] = norm_input ? w_prev - xj : w_prev;  // dv_t/dalpha
+        }
+      };
+      if (syn) {
+        A* pk = pre + k * width;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          const A xj = static_cast<A>(x[j * su]);
+          pk[j] = i[j] + xj;
+          row[j] = synapse_step(i[j], xj, alpha_syn[j]);
+        }
+        recompute_from(row, 1);
+      } else {
+        recompute_from(x, su);
       }
       if constexpr (C::kSpiking) surrogate_columns(vk, cols, width, a.surrogate);
     }
@@ -315,13 +370,27 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
       const A* sk = v + k * width;
       const A* gk = gate + k * width;
       const A* dk = d_alpha + k * width;
+      auto walk_into = [&](auto* g_in) {
 #pragma omp simd
-      for (int64_t j = 0; j < width; ++j) {
-        const C c = cols.template cell<C>(j);
-        const A gv = c.grad_v(sk[j], static_cast<A>(g_y[j * sg]) + g_shift[j], carry[j], gk[j]);
-        g[j] = static_cast<T>(c.in_scale * gv);
-        g_alpha[j] += alpha_grad ? gv * dk[j] : A(0);
-        carry[j] = c.alpha * gv;
+        for (int64_t j = 0; j < width; ++j) {
+          const C c = cols.template cell<C>(j);
+          const A gv = c.grad_v(sk[j], static_cast<A>(g_y[j * sg]) + g_shift[j], carry[j], gk[j]);
+          g_in[j] = static_cast<std::remove_pointer_t<decltype(g_in)>>(c.in_scale * gv);
+          g_alpha[j] += alpha_grad ? gv * dk[j] : A(0);
+          carry[j] = c.alpha * gv;
+        }
+      };
+      if (syn) {
+        walk_into(row);
+        const A* pk = pre + k * width;
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          const A jt = synapse_grad(row[j], syn_carry[j], alpha_syn[j]);
+          g[j] = static_cast<T>(syn_carry[j]);
+          g_alpha_syn[j] += alpha_syn_grad ? jt * pk[j] : A(0);
+        }
+      } else {
+        walk_into(g);
       }
     }
   }
@@ -329,6 +398,8 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
     const int64_t n = b * F + f0 + j;
     a.g_v0[n] = carry[j];
     if (alpha_grad) a.g_alpha[n] = g_alpha[j];
+    if (syn) a.syn.g_i0[n] = syn_carry[j];
+    if (alpha_syn_grad) a.syn.g_alpha[n] = g_alpha_syn[j];
   }
 }
 
@@ -344,6 +415,7 @@ void CpuBackend::run(const MembraneForwardArgs<A>& a) {
         for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_cells<T, C>(a, b, f0, f1); });
       });
     } else {
+      TORCH_CHECK(!a.syn.present(), "the synaptic stage runs in the Cell loops only");
       for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_block<T, A>(a, b, f0, f1); });
     }
   });
@@ -359,6 +431,7 @@ void CpuBackend::run(const MembraneBackwardArgs<A>& a) {
         for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_cells<T, C>(a, b, f0, f1); });
       });
     } else {
+      TORCH_CHECK(!a.syn.present(), "the synaptic stage runs in the Cell loops only");
       for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_block<T, A>(a, b, f0, f1); });
     }
   });

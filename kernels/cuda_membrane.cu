@@ -6,12 +6,9 @@
 namespace exodus {
 namespace fast {
 
-template cudaError_t launch_forward<float>(const MembraneForwardArgs<float>&, cudaStream_t);
-template cudaError_t launch_backward<float>(const MembraneBackwardArgs<float>&, cudaStream_t);
-extern template cudaError_t launch_forward<__half>(const MembraneForwardArgs<float>&, cudaStream_t);
-extern template cudaError_t launch_backward<__half>(const MembraneBackwardArgs<float>&, cudaStream_t);
-extern template cudaError_t launch_forward<__nv_bfloat16>(const MembraneForwardArgs<float>&, cudaStream_t);
-extern template cudaError_t launch_backward<__nv_bfloat16>(const MembraneBackwardArgs<float>&, cudaStream_t);
+EXODUS_FAST_INSTANCES(, float)
+EXODUS_FAST_INSTANCES(extern, __half)
+EXODUS_FAST_INSTANCES(extern, __nv_bfloat16)
 
 namespace {
 
@@ -36,22 +33,34 @@ bool fast_path(const MembraneBackwardArgs<float>& a) {
          fast::fits_int(a.g_out.st * fast::K);
 }
 
-cudaError_t launch_fast(const MembraneForwardArgs<float>& a, cudaStream_t stream) {
+namespace {
+
+// Calls launch(T{}, syn) with the data type and the synaptic stage (std::bool_constant) of a call.
+template <class Args, typename Launch>
+cudaError_t with_fast_instance(const Args& a, Launch launch) {
+  auto with_syn = [&](auto tag) {
+    return a.syn.present() ? launch(tag, std::true_type{}) : launch(tag, std::false_type{});
+  };
   switch (a.dtype) {
-    case DType::Float32: return fast::launch_forward<float>(a, stream);
-    case DType::Float16: return fast::launch_forward<__half>(a, stream);
-    case DType::BFloat16: return fast::launch_forward<__nv_bfloat16>(a, stream);
+    case DType::Float32: return with_syn(float{});
+    case DType::Float16: return with_syn(__half{});
+    case DType::BFloat16: return with_syn(__nv_bfloat16{});
     default: return cudaErrorInvalidValue;
   }
 }
 
+}  // namespace
+
+cudaError_t launch_fast(const MembraneForwardArgs<float>& a, cudaStream_t stream) {
+  return with_fast_instance(a, [&](auto tag, auto syn) {
+    return fast::launch_forward<decltype(tag), decltype(syn)::value>(a, stream);
+  });
+}
+
 cudaError_t launch_fast(const MembraneBackwardArgs<float>& a, cudaStream_t stream) {
-  switch (a.dtype) {
-    case DType::Float32: return fast::launch_backward<float>(a, stream);
-    case DType::Float16: return fast::launch_backward<__half>(a, stream);
-    case DType::BFloat16: return fast::launch_backward<__nv_bfloat16>(a, stream);
-    default: return cudaErrorInvalidValue;
-  }
+  return with_fast_instance(a, [&](auto tag, auto syn) {
+    return fast::launch_backward<decltype(tag), decltype(syn)::value>(a, stream);
+  });
 }
 
 }  // namespace exodus

@@ -12,6 +12,8 @@
 //   thread copies and reads only its own slots, so waiting for its own copies is all the
 //   synchronisation needed; 2-byte data is copied 4 bytes (two neighbouring neurons) at a time by
 //   the lanes of a warp together, which then meet at __syncwarp before reading and refilling;
+// - the synaptic stage (sinabs' tau_syn, SynapseForward) is fused in when present (Syn): the
+//   current is one more register and one more checkpoint, so it never goes through memory;
 // - backward keeps, from its recomputation of a segment, the membrane, dv/dalpha and the gate of
 //   every step, so the reverse walk recomputes nothing.
 #pragma once
@@ -111,8 +113,15 @@ struct Ring {
   }
 };
 
-template <class C, typename T>
-__global__ void __launch_bounds__(kBlock, 24) membrane_forward_fast(const MembraneForwardArgs<float> a, int stages) {
+// Blocks per multiprocessor the register caps allow (launch bounds): forward 24 (40 registers),
+// backward 16 (64); the synaptic stage needs a few more registers, or ptxas spills.
+template <bool Syn>
+constexpr int forward_blocks_per_sm() { return Syn ? 20 : 24; }
+template <bool Syn>
+constexpr int backward_blocks_per_sm() { return Syn ? 12 : 16; }
+
+template <class C, typename T, bool Syn>
+__global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane_forward_fast(const MembraneForwardArgs<float> a, int stages) {
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
   if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data (fast_path: F % 32 == 0)
@@ -125,6 +134,11 @@ __global__ void __launch_bounds__(kBlock, 24) membrane_forward_fast(const Membra
   const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f);
   T* out = static_cast<T*>(a.out) + b * steps * F + f;
   float* ckpt = a.ckpt ? a.ckpt + b * chunks * F + f : nullptr;
+  float* syn_ckpt = Syn && a.ckpt ? a.syn.ckpt + b * chunks * F + f : nullptr;
+  const float alpha_syn = Syn ? a.syn.alpha.at(f) : 0.f;
+  float i = Syn ? a.syn.i0[n] : 0.f;
+  // the membrane's input of a step: the data, or the synaptic current it drives
+  auto input = [&](float x) { return Syn ? synapse_step(i, x, alpha_syn) : x; };
 
   auto issue = [&](int64_t c, int stage) {  // chunk c's inputs into a ring stage
     if (c < chunks) {
@@ -146,19 +160,23 @@ __global__ void __launch_bounds__(kBlock, 24) membrane_forward_fast(const Membra
     if (ckpt) {
       *ckpt = w;
       ckpt += F;
+      if constexpr (Syn) {
+        *syn_ckpt = i;
+        syn_ckpt += F;
+      }
     }
     T* o = out + c * K * F;
     if (steps - c * K >= K) {
       EXODUS_UNROLL
       for (int k = 0; k < K; ++k) {
-        const float y = cell.step(w, static_cast<float>(*ring.at(stage, k)));
+        const float y = cell.step(w, input(static_cast<float>(*ring.at(stage, k))));
         o[k * F] = static_cast<T>(y);
         out_sum += y;
       }
     } else {
       const int len = static_cast<int>(steps - c * K);
       for (int k = 0; k < len; ++k) {
-        const float y = cell.step(w, static_cast<float>(*ring.at(stage, k)));
+        const float y = cell.step(w, input(static_cast<float>(*ring.at(stage, k))));
         o[k * F] = static_cast<T>(y);
         out_sum += y;
       }
@@ -168,23 +186,28 @@ __global__ void __launch_bounds__(kBlock, 24) membrane_forward_fast(const Membra
   }
   a.v_final[n] = w;
   if (a.out_sum) a.out_sum[n] = out_sum;
+  if constexpr (Syn) a.syn.i_final[n] = i;
 }
 
-// Shared memory of a backward block: per stage the segment's checkpoint (float) ...
-constexpr int kCheckpointSlots = 1;
-// ... and its inputs and output gradients (T); for 2-byte data, dv/dalpha needs room of its own
-// (with 4-byte data it replaces the input in the ring).
+// Shared memory of a backward block: per stage the segment's checkpoints (float: the membrane's,
+// and the current's with Syn) ...
+template <bool Syn>
+__host__ __device__ constexpr int checkpoint_slots() { return Syn ? 2 : 1; }
+// ... and its inputs and output gradients (T). Scratch, K steps each: for 2-byte data dv/dalpha
+// (with 4-byte data it replaces the input in the ring), with Syn i_{t-1} + x_t.
 constexpr int kBackwardDataSlots = 2 * K;
 template <typename T>
-__host__ __device__ constexpr int scratch_slots() { return sizeof(T) == 4 ? 0 : K; }
+__host__ __device__ constexpr int d_alpha_slots() { return sizeof(T) == 4 ? 0 : K; }
+template <typename T, bool Syn>
+__host__ __device__ constexpr int scratch_slots() { return d_alpha_slots<T>() + (Syn ? K : 0); }
 
-template <typename T>
+template <typename T, bool Syn>
 __host__ __device__ constexpr int backward_float_words(int stages) {
-  return (stages * kCheckpointSlots + scratch_slots<T>()) * kBlock;
+  return (stages * checkpoint_slots<Syn>() + scratch_slots<T, Syn>()) * kBlock;
 }
 
-template <class C, typename T>
-__global__ void __launch_bounds__(kBlock, 16) membrane_backward_fast(const MembraneBackwardArgs<float> a, int stages) {
+template <class C, typename T, bool Syn>
+__global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn>()) membrane_backward_fast(const MembraneBackwardArgs<float> a, int stages) {
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
   if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data (fast_path: F % 32 == 0)
@@ -193,13 +216,19 @@ __global__ void __launch_bounds__(kBlock, 16) membrane_backward_fast(const Membr
   const int64_t b = n / F, f = n % F;
   const C cell(a.p, f);
   float* floats = reinterpret_cast<float*>(shared);
-  const Ring<float, kCheckpointSlots> checkpoints(floats);
-  float* scratch = floats + stages * kCheckpointSlots * kBlock + threadIdx.x;  // 2-byte data: dv/dalpha
+  const Ring<float, checkpoint_slots<Syn>()> checkpoints(floats);
+  float* scratch = floats + stages * checkpoint_slots<Syn>() * kBlock + threadIdx.x;
+  float* pre_syn = scratch + d_alpha_slots<T>() * kBlock;  // Syn: i_{t-1} + x_t of step k at k * kBlock
   using Data = Ring<T, kBackwardDataSlots>;
-  const Data ring(reinterpret_cast<T*>(floats + backward_float_words<T>(stages)));
+  const Data ring(reinterpret_cast<T*>(floats + backward_float_words<T, Syn>(stages)));
   const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f);
   const T* g_out = static_cast<const T*>(a.g_out.data) + a.g_out.offset(b, 0, f);
   const float* ckpt = a.ckpt + b * segments * F + f;
+  const float* syn_ckpt = Syn ? a.syn.ckpt + b * segments * F + f : nullptr;
+  const float alpha_syn = Syn ? a.syn.alpha.at(f) : 0.f;
+  const bool alpha_syn_grad = Syn && a.syn.g_alpha != nullptr;
+  float syn_carry = Syn && a.syn.g_ifinal ? a.syn.g_ifinal[n] : 0.f;  // alpha_syn J_{t+1}
+  float g_alpha_syn = 0.f;
   T* g_u = static_cast<T*>(a.g_u) + b * steps * F + f;
   const bool alpha_grad = a.g_alpha != nullptr, norm_input = a.p.norm_input;
 
@@ -216,6 +245,7 @@ __global__ void __launch_bounds__(kBlock, 16) membrane_backward_fast(const Membr
         ring.template fill<false>(stage, K, g, sg, len);
       }
       checkpoints.template fill<false>(stage, 0, ckpt + seg * F, 0, 1);
+      if constexpr (Syn) checkpoints.template fill<false>(stage, 1, syn_ckpt + seg * F, 0, 1);
     }
     commit_copies();
   };
@@ -237,13 +267,18 @@ __global__ void __launch_bounds__(kBlock, 16) membrane_backward_fast(const Membr
     float v[K];
     unsigned gates = 0;
     float w = *checkpoints.at(stage, 0);
+    float i = Syn ? *checkpoints.at(stage, 1) : 0.f;
     EXODUS_UNROLL
     for (int k = 0; k < K; ++k) {
       if (kPartial && k >= len) {
         v[k] = 0.f;  // the surrogate of a step past the end is never used
         continue;
       }
-      const float x = static_cast<float>(*ring.at(stage, k));
+      float x = static_cast<float>(*ring.at(stage, k));
+      if constexpr (Syn) {
+        if (alpha_syn_grad) pre_syn[k * kBlock] = i + x;
+        x = synapse_step(i, x, alpha_syn);
+      }
       const float w_prev = w;
       float gate = 1.f;
       cell.recompute(w, x, v[k], gate);
@@ -257,7 +292,14 @@ __global__ void __launch_bounds__(kBlock, 16) membrane_backward_fast(const Membr
       if (kPartial && k >= len) continue;
       const float gate = C::kGated ? ((gates >> k) & 1u ? 1.f : 0.f) : 1.f;
       const float gv = cell.grad_v(v[k], static_cast<float>(*ring.at(stage, K + k)) + g_shift, carry, gate);
-      gu[k * F] = static_cast<T>(cell.in_scale * gv);
+      const float g_in = cell.in_scale * gv;
+      if constexpr (Syn) {
+        const float j = synapse_grad(g_in, syn_carry, alpha_syn);
+        gu[k * F] = static_cast<T>(syn_carry);
+        if (alpha_syn_grad) g_alpha_syn += j * pre_syn[k * kBlock];
+      } else {
+        gu[k * F] = static_cast<T>(g_in);
+      }
       if (alpha_grad) g_alpha += gv * *d_alpha(stage, k);
       carry = cell.alpha * gv;
     }
@@ -277,6 +319,10 @@ __global__ void __launch_bounds__(kBlock, 16) membrane_backward_fast(const Membr
   }
   a.g_v0[n] = carry;
   if (alpha_grad) a.g_alpha[n] = g_alpha;
+  if constexpr (Syn) {
+    a.syn.g_i0[n] = syn_carry;
+    if (alpha_syn_grad) a.syn.g_alpha[n] = g_alpha_syn;
+  }
 }
 
 // What a launch needs to know of a device and a kernel, looked up once per device.
@@ -327,7 +373,9 @@ inline bool pairs_copyable(const View3& v, int64_t features) {
          reinterpret_cast<uintptr_t>(v.data) % 4 == 0;
 }
 
-template <typename T>
+// One launcher per data type and synaptic stage (each .cu file instantiates its own, so they
+// compile in parallel); the cell type is dispatched inside.
+template <typename T, bool Syn>
 cudaError_t launch_forward(const MembraneForwardArgs<float>& a, cudaStream_t stream) {
   const int64_t neurons = a.shape.neurons();
   const unsigned blocks = static_cast<unsigned>((neurons + kBlock - 1) / kBlock);
@@ -335,26 +383,34 @@ cudaError_t launch_forward(const MembraneForwardArgs<float>& a, cudaStream_t str
     using C = std::remove_pointer_t<decltype(cell)>;
     static DeviceLimits cache[kMaxDevices];
     const int64_t stage_bytes = int64_t{kBlock} * K * sizeof(T);
-    const int stages = pick_stages(membrane_forward_fast<C, T>, cache, neurons, stage_bytes, 0);
-    membrane_forward_fast<C, T><<<blocks, kBlock, stages * stage_bytes, stream>>>(a, stages);
+    const int stages = pick_stages(membrane_forward_fast<C, T, Syn>, cache, neurons, stage_bytes, 0);
+    membrane_forward_fast<C, T, Syn><<<blocks, kBlock, stages * stage_bytes, stream>>>(a, stages);
   });
   return cudaGetLastError();
 }
 
-template <typename T>
+template <typename T, bool Syn>
 cudaError_t launch_backward(const MembraneBackwardArgs<float>& a, cudaStream_t stream) {
   const int64_t neurons = a.shape.neurons();
   const unsigned blocks = static_cast<unsigned>((neurons + kBlock - 1) / kBlock);
   with_cell_type(a.p, [&](auto* cell) {
     using C = std::remove_pointer_t<decltype(cell)>;
     static DeviceLimits cache[kMaxDevices];
-    const int64_t stage_bytes = int64_t{kBlock} * (kBackwardDataSlots * sizeof(T) + kCheckpointSlots * sizeof(float));
-    const int64_t fixed_bytes = int64_t{kBlock} * scratch_slots<T>() * sizeof(float);
-    const int stages = pick_stages(membrane_backward_fast<C, T>, cache, neurons, stage_bytes, fixed_bytes);
-    membrane_backward_fast<C, T><<<blocks, kBlock, stages * stage_bytes + fixed_bytes, stream>>>(a, stages);
+    const int64_t stage_bytes =
+        int64_t{kBlock} * (kBackwardDataSlots * sizeof(T) + checkpoint_slots<Syn>() * sizeof(float));
+    const int64_t fixed_bytes = int64_t{kBlock} * scratch_slots<T, Syn>() * sizeof(float);
+    const int stages = pick_stages(membrane_backward_fast<C, T, Syn>, cache, neurons, stage_bytes, fixed_bytes);
+    membrane_backward_fast<C, T, Syn><<<blocks, kBlock, stages * stage_bytes + fixed_bytes, stream>>>(a, stages);
   });
   return cudaGetLastError();
 }
+
+// The instances of one data type (each .cu file of the fast kernels has one line of these).
+#define EXODUS_FAST_INSTANCES(EXTERN, T)                                                                     \
+  EXTERN template cudaError_t launch_forward<T, false>(const MembraneForwardArgs<float>&, cudaStream_t);    \
+  EXTERN template cudaError_t launch_backward<T, false>(const MembraneBackwardArgs<float>&, cudaStream_t);  \
+  EXTERN template cudaError_t launch_forward<T, true>(const MembraneForwardArgs<float>&, cudaStream_t);     \
+  EXTERN template cudaError_t launch_backward<T, true>(const MembraneBackwardArgs<float>&, cudaStream_t);
 
 }  // namespace fast
 }  // namespace exodus

@@ -5,8 +5,7 @@
 namespace exodus {
 namespace fast {
 
-template cudaError_t launch_forward<__nv_bfloat16>(const MembraneForwardArgs<float>&, cudaStream_t);
-template cudaError_t launch_backward<__nv_bfloat16>(const MembraneBackwardArgs<float>&, cudaStream_t);
+EXODUS_FAST_INSTANCES(, __nv_bfloat16)
 
 }  // namespace fast
 }  // namespace exodus

@@ -5,8 +5,7 @@
 namespace exodus {
 namespace fast {
 
-template cudaError_t launch_forward<__half>(const MembraneForwardArgs<float>&, cudaStream_t);
-template cudaError_t launch_backward<__half>(const MembraneBackwardArgs<float>&, cudaStream_t);
+EXODUS_FAST_INSTANCES(, __half)
 
 }  // namespace fast
 }  // namespace exodus

@@ -59,8 +59,8 @@ struct View3 {
 // A neuron parameter: one value (stride 0) or one per feature (stride 1); never per batch.
 template <typename A>
 struct Param {
-  const A* data;
-  int64_t stride;
+  const A* data = nullptr;
+  int64_t stride = 0;
   EXODUS_HD A at(int64_t f) const { return data[f * stride]; }
   EXODUS_HD bool present() const { return data != nullptr; }
 };
@@ -81,6 +81,30 @@ struct SurrogateParams {
   A p[kSurrogateParams];
 };
 
+// sinabs' synaptic current before the membrane (tau_syn): i_t = alpha (i_{t-1} + x_t), and the
+// membrane's input is i_t instead of x_t. Fused into the membrane kernels, so the current never
+// goes through memory. Absent (alpha.data null) for a plain membrane. Not combined with
+// recorded states or given surrogate values (ops_impl.h checks).
+template <typename A>
+struct SynapseForward {
+  Param<A> alpha;
+  const A* i0 = nullptr;   // (B, F)
+  A* i_final = nullptr;    // (B, F)
+  A* ckpt = nullptr;       // (B, C, F) the current before each segment, next to the membrane's
+  EXODUS_HD bool present() const { return alpha.present(); }
+};
+
+template <typename A>
+struct SynapseBackward {
+  Param<A> alpha;
+  const A* i0 = nullptr;
+  const A* ckpt = nullptr;
+  const A* g_ifinal = nullptr;  // (B, F) or null
+  A* g_i0 = nullptr;            // (B, F)
+  A* g_alpha = nullptr;         // (B, F) per-neuron sums, or null
+  EXODUS_HD bool present() const { return alpha.present(); }
+};
+
 template <typename A>
 struct MembraneForwardArgs {
   Shape shape;
@@ -94,6 +118,7 @@ struct MembraneForwardArgs {
   A* w_rec;      // (B, T, F) state after reset and clipping (record_states); may be null
   A* v_final;    // (B, F)
   A* out_sum;    // (B, F) sum of out over time (firing rates without a pass over out); may be null
+  SynapseForward<A> syn;  // u is the synapse's input x when present
 };
 
 template <typename A>
@@ -113,6 +138,7 @@ struct MembraneBackwardArgs {
   void* g_u;          // (B, T, F)
   A* g_v0;            // (B, F)
   A* g_alpha;         // (B, F) per-neuron sums, or null when alpha needs no gradient
+  SynapseBackward<A> syn;  // g_u is the gradient of the synapse's input x when present
 };
 
 template <typename A>

@@ -47,6 +47,11 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
   A* v_pre_t = a.v_pre ? a.v_pre + o0 : nullptr;
   A* w_rec_t = a.w_rec ? a.w_rec + o0 : nullptr;
   A* ckpt_t = a.ckpt ? a.ckpt + b * segments * F + f : nullptr;
+  // the fused synaptic stage: u is its input x, the membrane's input is the current i
+  const bool syn = a.syn.present();
+  const A alpha_syn = syn ? a.syn.alpha.at(f) : A(0);
+  A i = syn ? a.syn.i0[b * F + f] : A(0);
+  A* syn_ckpt_t = syn && a.syn.ckpt ? a.syn.ckpt + b * segments * F + f : nullptr;
 
   A w = a.v0[b * F + f];
   A out_sum = A(0);
@@ -71,8 +76,12 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
       if (ckpt_t && (t0 + k) % kCheckpointSteps == 0) {
         *ckpt_t = w;
         ckpt_t += F;
+        if (syn_ckpt_t) {
+          *syn_ckpt_t = i;
+          syn_ckpt_t += F;
+        }
       }
-      const A v = nrn.membrane(w, x[k]);
+      const A v = nrn.membrane(w, syn ? synapse_step(i, x[k], alpha_syn) : x[k]);
       const A s = nrn.spikes(v);
       const A y = nrn.spiking ? s : v;
       *out_t = static_cast<T>(y);
@@ -87,6 +96,7 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
   }
   a.v_final[b * F + f] = w;
   if (a.out_sum) a.out_sum[b * F + f] = out_sum;
+  if (syn) a.syn.i_final[b * F + f] = i;
 }
 
 // Reverse recurrence (DESIGN.md): H_t = g_w_t + alpha * G_{t+1};
@@ -110,6 +120,10 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
   const A g_shift = a.g_out_sum ? a.g_out_sum[n] : A(0);  // out_sum's gradient reaches every step
   A g_alpha = A(0);
   A pending = A(0);  // G_{t+1}, waiting for w_t to add G_{t+1} * w_t to the alpha gradient
+  const bool syn = a.syn.present();  // the fused synaptic stage: g_u is its input's gradient
+  const A alpha_syn = syn ? a.syn.alpha.at(f) : A(0);
+  A syn_carry = syn && a.syn.g_ifinal ? a.syn.g_ifinal[n] : A(0);  // alpha_syn J_{t+1}
+  A g_alpha_syn = A(0);
   for (int64_t seg = segments - 1; seg >= 0; --seg) {
     const int64_t t0 = seg * K;
     const int64_t len = steps - t0 < K ? steps - t0 : K;
@@ -120,10 +134,21 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
       g_y[k] = k < len ? static_cast<A>(g_out[a.g_out.offset(b, t0 + k, f)]) + g_shift : A(0);
     }
     A w = a.ckpt[(b * segments + seg) * F + f];
+    if (syn) {
+      // x[k] becomes i_{t-1} + x_t (what alpha_syn's gradient needs); the membrane's input i_t
+      // is alpha_syn times it, the product synapse_step computes
+      A i = a.syn.ckpt[(b * segments + seg) * F + f];
+      EXODUS_UNROLL
+      for (int k = 0; k < K; ++k) {
+        const A sum = i + x[k];
+        synapse_step(i, x[k], alpha_syn);
+        x[k] = sum;
+      }
+    }
     EXODUS_UNROLL
     for (int k = 0; k < K; ++k) {
       if (k >= len) break;
-      v[k] = nrn.membrane(w, x[k]);
+      v[k] = nrn.membrane(w, syn ? alpha_syn * x[k] : x[k]);
       w = nrn.state(nrn.reset(v[k], nrn.spikes(v[k])));
     }
     EXODUS_UNROLL
@@ -142,18 +167,29 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
       } else {
         grad_v = g_y[k] + c * h;
       }
-      g_u[o] = static_cast<T>(p.norm_input ? nrn.one_minus_alpha * grad_v : grad_v);
+      const A g_in = p.norm_input ? nrn.one_minus_alpha * grad_v : grad_v;
+      if (syn) {
+        const A j = synapse_grad(g_in, syn_carry, alpha_syn);
+        g_u[o] = static_cast<T>(syn_carry);
+        g_alpha_syn += j * x[k];
+      } else {
+        g_u[o] = static_cast<T>(g_in);
+      }
       if (a.g_alpha) {
         // dv_{t+1}/dalpha holds w_t, known only now: settle step t+1's term with it
         g_alpha += pending * nrn.state(r);
         pending = grad_v;
-        if (p.norm_input) g_alpha -= grad_v * x[k];
+        if (p.norm_input) g_alpha -= grad_v * (syn ? alpha_syn * x[k] : x[k]);
       }
       carry = nrn.alpha * grad_v;
     }
   }
   a.g_v0[n] = carry;
   if (a.g_alpha) a.g_alpha[n] = g_alpha + pending * a.v0[n];
+  if (syn) {
+    a.syn.g_i0[n] = syn_carry;
+    if (a.syn.g_alpha) a.syn.g_alpha[n] = g_alpha_syn;
+  }
 }
 
 // Synaptic current: i_t = alpha * (i_{t-1} + x_t), as sinabs.
@@ -176,8 +212,7 @@ EXODUS_HD void synaptic_forward_neuron(const SynapticForwardArgs<A>& a, int64_t 
     EXODUS_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       if (k >= left) break;
-      i = alpha * (i + xs[k]);
-      *i_t = i;
+      *i_t = synapse_step(i, xs[k], alpha);
       i_t += F;
     }
   }
@@ -210,13 +245,12 @@ EXODUS_HD void synaptic_backward_neuron(const SynapticBackwardArgs<A>& a, int64_
     for (int k = 0; k < kChunk; ++k) {
       const int64_t t = t_top - k;
       if (t < 0) break;
-      const A j = g_i[k] + carry;
-      *g_x_t = static_cast<T>(alpha * j);
+      const A j = synapse_grad(g_i[k], carry, alpha);
+      *g_x_t = static_cast<T>(carry);
       g_x_t -= F;
       if (alpha_grad) g_alpha += j * ((t > 0 ? i_t[-F] : a.i0[n]) + static_cast<A>(*x_t));
       i_t -= F;
       x_t -= a.x.st;
-      carry = alpha * j;
     }
   }
   a.g_i0[n] = carry;

@@ -67,6 +67,24 @@ EXODUS_HD A apply_reset(A v, A s, A subtract, const NeuronParams<A>& p) {
   return apply_reset_of<ResetKind::ToValue>(v, s, subtract, p.reset_value);
 }
 
+// sinabs' synaptic current (tau_syn): i_t = alpha (i_{t-1} + x_t), the membrane's input. One
+// expression for the synaptic kernels and the fused membrane kernels, so both are bit-identical.
+template <typename A>
+EXODUS_HD A synapse_step(A& i, A x, A alpha) {
+  i = alpha * (i + x);
+  return i;
+}
+
+// Its reverse step: J_t = dL/di_t = g_t + alpha J_{t+1}, with g_t the gradient i_t receives
+// directly and carry = alpha J_{t+1}. Returns J_t; dL/dx_t = alpha J_t is the new carry, and
+// J_t (i_{t-1} + x_t) is step t's share of alpha's gradient.
+template <typename A>
+EXODUS_HD A synapse_grad(A g, A& carry, A alpha) {
+  const A j = g + carry;
+  carry = alpha * j;
+  return j;
+}
+
 // relu(r - m) + m, as sinabs clips min_v_mem.
 template <typename A>
 EXODUS_HD A clip_below(A r, A m) {

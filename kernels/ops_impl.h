@@ -87,24 +87,41 @@ NeuronParams<A> neuron_params(const at::Tensor& u, int64_t features, const at::T
 
 inline int64_t checkpoints(int64_t steps) { return (steps + kCheckpointSteps - 1) / kCheckpointSteps; }
 
+// (B, C, F) membrane checkpoints; with the fused synaptic stage (2, B, C, F): the membrane's, then
+// the current's.
+inline std::vector<int64_t> checkpoint_shape(const Shape& shape, bool syn) {
+  if (syn) return {2, shape.batch, checkpoints(shape.time), shape.features};
+  return {shape.batch, checkpoints(shape.time), shape.features};
+}
+
+// Whether the fused synaptic stage is asked for: i0 and alpha_syn come together.
+inline bool check_synapse(const c10::optional<at::Tensor>& i0, const c10::optional<at::Tensor>& alpha_syn) {
+  TORCH_CHECK_VALUE(i0.has_value() == alpha_syn.has_value(), "i0 and alpha_syn go together");
+  return alpha_syn.has_value();
+}
+
 inline at::Tensor no_tensor(const at::Tensor& like, at::ScalarType type) { return at::empty({0}, like.options().dtype(type)); }
 
 // Backend provides: template <typename A> static void run(const Args<A>&) for each Args struct,
 // and a Guard type constructed from the input tensor (device guard; nothing on the CPU).
 template <class Backend>
 struct Ops {
-  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_forward(
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_forward(
       const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
       const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
-      int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save, bool record, bool sum_out) {
+      int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save, bool record, bool sum_out,
+      const c10::optional<at::Tensor>& i0, const c10::optional<at::Tensor>& alpha_syn) {
     typename Backend::Guard guard(u);
     const Shape shape = shape_of(u, "u");
     const DType dtype = dtype_of(u, "u");
     const at::ScalarType st = state_type(u.scalar_type());
     TORCH_CHECK_VALUE(save >= 0 && save <= 2, "unknown save kind ", save);
+    const bool syn = check_synapse(i0, alpha_syn);
+    TORCH_CHECK_VALUE(!syn || (!record && save != static_cast<int64_t>(SaveKind::Trajectory)),
+                      "the fused synaptic stage does not record states or keep the membrane trajectory");
     at::Tensor out = at::empty({shape.batch, shape.time, shape.features}, u.options());
     at::Tensor saved = save == static_cast<int64_t>(SaveKind::Checkpoints)
-                           ? at::empty({shape.batch, checkpoints(shape.time), shape.features}, u.options().dtype(st))
+                           ? at::empty(checkpoint_shape(shape, syn), u.options().dtype(st))
                        : save == static_cast<int64_t>(SaveKind::Trajectory)
                            ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
                            : no_tensor(u, st);
@@ -112,6 +129,7 @@ struct Ops {
                               : no_tensor(u, st);
     at::Tensor v_final = at::empty({shape.batch, shape.features}, u.options().dtype(st));
     at::Tensor out_sum = sum_out ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : no_tensor(u, st);
+    at::Tensor i_final = syn ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : no_tensor(u, st);
     std::vector<at::Tensor> keep;
     auto fill = [&](auto zero) {
       using A = decltype(zero);
@@ -128,20 +146,27 @@ struct Ops {
       a.w_rec = record ? w_rec.data_ptr<A>() : nullptr;
       a.v_final = v_final.data_ptr<A>();
       a.out_sum = sum_out ? out_sum.data_ptr<A>() : nullptr;
+      if (syn) {
+        a.syn.alpha = param<A>(u, *alpha_syn, shape.features, "alpha_syn", keep);
+        a.syn.i0 = state_ptr<A>(u, *i0, {shape.batch, shape.features}, "i0", keep);
+        a.syn.i_final = i_final.data_ptr<A>();
+        a.syn.ckpt = a.ckpt ? a.ckpt + shape.batch * checkpoints(shape.time) * shape.features : nullptr;
+      }
       if (shape.neurons() > 0) Backend::run(a);
     };
     if (st == at::kDouble) fill(double{}); else fill(float{});
-    return {out, saved, w_rec, v_final, out_sum};
+    return {out, saved, w_rec, v_final, out_sum, i_final};
   }
 
-  static std::tuple<at::Tensor, at::Tensor, at::Tensor> membrane_backward(
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_backward(
       const at::Tensor& g_out, const c10::optional<at::Tensor>& g_out_sum, const c10::optional<at::Tensor>& g_wrec,
       const c10::optional<at::Tensor>& g_vfinal,
       const at::Tensor& ckpt, const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha,
       const at::Tensor& threshold, const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v,
       double reset_value, int64_t spike_kind, int64_t max_spikes, int64_t reset_kind, bool norm_input,
       int64_t surrogate_kind, at::ArrayRef<double> surrogate_params, const c10::optional<at::Tensor>& sigma,
-      bool alpha_grad) {
+      bool alpha_grad, const c10::optional<at::Tensor>& g_ifinal, const c10::optional<at::Tensor>& i0,
+      const c10::optional<at::Tensor>& alpha_syn, bool alpha_syn_grad) {
     typename Backend::Guard guard(u);
     const Shape shape = shape_of(u, "u");
     const DType dtype = dtype_of(u, "u");
@@ -153,9 +178,15 @@ struct Ops {
     TORCH_CHECK_VALUE(surrogate_kind != 0 || spike_kind == 0 || sigma.has_value(),
                       "surrogate_kind 0 (given) needs the sigma tensor");
     check_same_device(u, g_out, "grad_output");
+    const bool syn = check_synapse(i0, alpha_syn);
+    TORCH_CHECK_VALUE(!syn || (!g_wrec.has_value() && (surrogate_kind != 0 || spike_kind == 0)),
+                      "the fused synaptic stage takes no recorded states' or given surrogate's gradients");
     at::Tensor g_u = at::empty({shape.batch, shape.time, shape.features}, u.options());
     at::Tensor g_v0 = at::empty({shape.batch, shape.features}, u.options().dtype(st));
     at::Tensor g_alpha = alpha_grad ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : no_tensor(u, st);
+    at::Tensor g_i0 = syn ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : no_tensor(u, st);
+    at::Tensor g_alpha_syn = syn && alpha_syn_grad ? at::empty({shape.batch, shape.features}, u.options().dtype(st))
+                                                   : no_tensor(u, st);
     std::vector<at::Tensor> keep;
     const std::vector<int64_t> full = {shape.batch, shape.time, shape.features};
     auto fill = [&](auto zero) {
@@ -172,17 +203,25 @@ struct Ops {
       a.g_out_sum = g_out_sum.has_value() ? state_ptr<A>(u, *g_out_sum, {shape.batch, shape.features}, "grad of out_sum", keep) : nullptr;
       a.g_wrec = g_wrec.has_value() ? state_ptr<A>(u, *g_wrec, full, "grad of recorded states", keep) : nullptr;
       a.g_vfinal = g_vfinal.has_value() ? state_ptr<A>(u, *g_vfinal, {shape.batch, shape.features}, "grad of final state", keep) : nullptr;
-      a.ckpt = state_ptr<A>(u, ckpt, {shape.batch, checkpoints(shape.time), shape.features}, "checkpoints", keep);
+      a.ckpt = state_ptr<A>(u, ckpt, checkpoint_shape(shape, syn), "checkpoints", keep);
       a.u = view3(u);
       a.v0 = state_ptr<A>(u, v0, {shape.batch, shape.features}, "v0", keep);
       a.sigma = surrogate_kind == 0 && sigma.has_value() ? state_ptr<A>(u, *sigma, full, "sigma", keep) : nullptr;
       a.g_u = g_u.data_ptr();
       a.g_v0 = g_v0.data_ptr<A>();
       a.g_alpha = alpha_grad ? g_alpha.data_ptr<A>() : nullptr;
+      if (syn) {
+        a.syn.alpha = param<A>(u, *alpha_syn, shape.features, "alpha_syn", keep);
+        a.syn.i0 = state_ptr<A>(u, *i0, {shape.batch, shape.features}, "i0", keep);
+        a.syn.ckpt = a.ckpt + shape.batch * checkpoints(shape.time) * shape.features;
+        a.syn.g_ifinal = g_ifinal.has_value() ? state_ptr<A>(u, *g_ifinal, {shape.batch, shape.features}, "grad of final i_syn", keep) : nullptr;
+        a.syn.g_i0 = g_i0.data_ptr<A>();
+        a.syn.g_alpha = alpha_syn_grad ? g_alpha_syn.data_ptr<A>() : nullptr;
+      }
       if (shape.neurons() > 0) Backend::run(a);
     };
     if (st == at::kDouble) fill(double{}); else fill(float{});
-    return {g_u, g_v0, g_alpha};
+    return {g_u, g_v0, g_alpha, g_i0, g_alpha_syn};
   }
 
   static std::tuple<at::Tensor, at::Tensor> synaptic_forward(const at::Tensor& x, const at::Tensor& i0,
@@ -249,13 +288,15 @@ struct Ops {
   TORCH_LIBRARY(NAMESPACE, m) {                                                                                 \
     m.def("membrane_forward(Tensor u, Tensor v0, Tensor alpha, Tensor threshold, Tensor subtract, "            \
           "Tensor? min_v, float reset_value, int spike_kind, int max_spikes, int reset_kind, bool norm_input, " \
-          "int save, bool record, bool sum_out) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",                \
+          "int save, bool record, bool sum_out, Tensor? i0=None, Tensor? alpha_syn=None) "                     \
+          "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",                                                \
           &exodus::Ops<BACKEND>::membrane_forward);                                                             \
     m.def("membrane_backward(Tensor g_out, Tensor? g_out_sum, Tensor? g_wrec, Tensor? g_vfinal, Tensor ckpt, "     \
           "Tensor u, Tensor v0, "                                                                              \
           "Tensor alpha, Tensor threshold, Tensor subtract, Tensor? min_v, float reset_value, int spike_kind, " \
           "int max_spikes, int reset_kind, bool norm_input, int surrogate_kind, float[] surrogate_params, "     \
-          "Tensor? sigma, bool alpha_grad) -> (Tensor, Tensor, Tensor)",                                        \
+          "Tensor? sigma, bool alpha_grad, Tensor? g_ifinal=None, Tensor? i0=None, Tensor? alpha_syn=None, "   \
+          "bool alpha_syn_grad=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",                             \
           &exodus::Ops<BACKEND>::membrane_backward);                                                            \
     m.def("synaptic_forward(Tensor x, Tensor i0, Tensor alpha) -> (Tensor, Tensor)",                            \
           &exodus::Ops<BACKEND>::synaptic_forward);                                                             \

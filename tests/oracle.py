@@ -31,7 +31,8 @@ class Config:
     alpha_grad: bool = True
     alpha_mem: float = 0.9
     # record_states: with it the loss also reads the recorded states, which exodus computes with
-    # its general kernels; without it the fast kernels run
+    # its general kernels, and tau_syn runs synaptic_current first; without it the fast kernels
+    # run, with the synaptic stage fused into them
     record: bool = True
 
 
@@ -101,11 +102,16 @@ def run_exodus(cfg: Config, x, v0, i0, weights) -> Run:
     alpha_mem, alpha_syn, threshold, min_v = _params(cfg, x.device, x.dtype)
     i_final = None
     u = x
-    if alpha_syn is not None:
-        u, i_final = ops.synaptic_current(x, i0, alpha_syn)
     kwargs = {"spike": "none"} if cfg.spike_fn is None else neuron_kwargs(cfg.spike_fn, cfg.reset_fn, cfg.surrogate)
+    if alpha_syn is not None:
+        if cfg.record:  # the two ops one after the other
+            u, i_final = ops.synaptic_current(x, i0, alpha_syn)
+        else:  # the synaptic stage fused into the membrane kernels
+            kwargs.update(i_syn=i0, alpha_syn=alpha_syn)
     r = ops.membrane(u, v0, alpha_mem, threshold, min_v_mem=min_v, norm_input=cfg.norm_input,
                      record_states=cfg.record, sum_output=True, **kwargs)
+    if "i_syn" in kwargs:
+        i_final = r.i_final
     return _finish(r.output, r.v_rec if cfg.record else None, r.v_final, i_final, weights,
                    {"x": x, "v0": v0, "i0": i0 if alpha_syn is not None else None, "alpha_mem": alpha_mem,
                     "alpha_syn": alpha_syn}, out_sum=r.output_sum.to(r.output.dtype))

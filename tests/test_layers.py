@@ -70,8 +70,10 @@ def compare(sinabs_layer, exodus_layer, x, calls=1, grads=True):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("spike_fn,reset_fn,min_v_mem,tau_syn", OPTIONS)
 @pytest.mark.parametrize("kind", ["LIF", "IAF"])
-def test_spiking_layers_equal_sinabs(kind, spike_fn, reset_fn, min_v_mem, tau_syn, device):
-    kwargs = dict(spike_fn=spike_fn, reset_fn=reset_fn, min_v_mem=min_v_mem, tau_syn=tau_syn, record_states=True)
+@pytest.mark.parametrize("record_states", [True, False])  # without: tau_syn fused into the membrane kernels
+def test_spiking_layers_equal_sinabs(kind, spike_fn, reset_fn, min_v_mem, tau_syn, device, record_states):
+    kwargs = dict(spike_fn=spike_fn, reset_fn=reset_fn, min_v_mem=min_v_mem, tau_syn=tau_syn,
+                  record_states=record_states)
     if kind == "LIF":
         kwargs["tau_mem"] = 8.0
     s, e = pair(kind, device, **kwargs)

@@ -41,7 +41,11 @@ class ExodusNeuronMixin:
         alpha_syn = self._alpha_syn()
         recordings = {}
         current = input_data
-        if alpha_syn is not None:
+        synapse = {}
+        if alpha_syn is not None and self.decay_early and self.spike_fn is not None and not self.record_states:
+            # i_t = a (i_{t-1} + x_t), as sinabs, inside the membrane kernels
+            synapse = {"i_syn": self.i_syn, "alpha_syn": alpha_syn}
+        elif alpha_syn is not None:
             if self.decay_early:  # i_t = a (i_{t-1} + x_t), as sinabs
                 current, i_final = ops.synaptic_current(input_data, self.i_syn, alpha_syn)
             else:  # i_t = a i_{t-1} + x_t: the leaky integrator without clipping
@@ -60,8 +64,10 @@ class ExodusNeuronMixin:
             threshold = self.spike_threshold
         result = ops.membrane(current, self.v_mem, alpha_mem, threshold, min_v_mem=self.min_v_mem,
                               norm_input=self.norm_input, record_states=self.record_states, sum_output=True,
-                              **kwargs)
+                              **synapse, **kwargs)
         buffers["v_mem"] = _owned(result.v_final, trailing_dim)
+        if synapse:
+            buffers["i_syn"] = _owned(result.i_final, trailing_dim)
         if self.record_states:
             recordings["v_mem"] = result.v_rec
         # plain attributes: what nn.Module.__setattr__ ends with, minus its per-call lookups

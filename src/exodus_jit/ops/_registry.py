@@ -41,7 +41,7 @@ def membrane(u: Tensor, v0: Tensor, alpha: Tensor, threshold: Tensor, subtract: 
     over time (B, F) or empty)."""
     return backend_ops(u.device).membrane_forward(
         u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
-        norm_input, save, record, sum_out)
+        norm_input, save, record, sum_out)[:5]
 
 
 @membrane.register_fake
@@ -70,7 +70,7 @@ def membrane_backward(g_out: Tensor, g_out_sum: Optional[Tensor], g_wrec: Option
     gradient of the output summed over time, adds to every step's output gradient."""
     return backend_ops(u.device).membrane_backward(
         g_out, g_out_sum, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, reset_value,
-        spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params, sigma, alpha_grad)
+        spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params, sigma, alpha_grad)[:3]
 
 
 @membrane_backward.register_fake
@@ -109,21 +109,31 @@ def _direct(t: Tensor) -> bool:
 
 
 def run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, config, surrogate_kind, surrogate_params,
-                         save, record, sum_out=False):
+                         save, record, sum_out=False, synapse=None):
     """The forward op: straight to the backend in eager mode (no Python dispatch layers per call),
-    through the public custom op (fake impl included) while torch.compile traces."""
+    through the public custom op (fake impl included) while torch.compile traces. Returns
+    (output, saved, recorded states, final state, output sum, final current).
+
+    synapse: (i0, alpha_syn) of the fused synaptic stage (eager only; traced code runs
+    synaptic_current and membrane), or None."""
     if _direct(u):
         return backend_ops(u.device).membrane_forward(u, v0, alpha, threshold, subtract, min_v, *config,
-                                                      int(save), record, sum_out)
+                                                      int(save), record, sum_out, *(synapse or (None, None)))
+    if synapse is not None:
+        raise RuntimeError("the fused synaptic stage runs in eager mode only")
     return membrane(u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind, surrogate_params,
-                    int(save), record, sum_out)
+                    int(save), record, sum_out) + (None,)
 
 
 def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wrec, g_vfinal, alpha_grad,
-                   sigma=None, g_out_sum=None):
-    """(grad of u, grad of v0, alpha's gradient per neuron (B, F) or None) from membrane's saved
-    tensors (checkpoints, u, v0, alpha, threshold, subtract, min_v) and the incoming gradients
-    (None where unused). reduce_param_grad sums the last into alpha's shape."""
+                   sigma=None, g_out_sum=None, synapse=None):
+    """(grad of u, grad of v0, alpha's gradient per neuron (B, F) or None, grad of i0 or None,
+    alpha_syn's gradient per neuron or None) from membrane's saved tensors (checkpoints, u, v0,
+    alpha, threshold, subtract, min_v) and the incoming gradients (None where unused).
+    reduce_param_grad sums the per-neuron gradients into their parameter's shape.
+
+    synapse: the fused synaptic stage's (i0, alpha_syn, grad of the final current or None,
+    whether alpha_syn needs its gradient), or None."""
     ckpt, u, v0, alpha, threshold, subtract, min_v = saved
     if g_out is None:
         # only the time sum's gradient (or none) came: a stride-0 zero costs no memory traffic
@@ -134,11 +144,16 @@ def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wre
         g_out_sum = None
     args = (g_out, g_out_sum, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, *config,
             surrogate_kind, surrogate_params, sigma, alpha_grad)
+    if synapse is not None:
+        i0, alpha_syn, g_ifinal, alpha_syn_grad = synapse
+        g_u, g_v0, g_alpha, g_i0, g_alpha_syn = backend_ops(u.device).membrane_backward(
+            *args, g_ifinal, i0, alpha_syn, alpha_syn_grad)
+        return g_u, g_v0, g_alpha if alpha_grad else None, g_i0, g_alpha_syn if alpha_syn_grad else None
     if _direct(u):
-        g_u, g_v0, g_alpha = backend_ops(u.device).membrane_backward(*args)
+        g_u, g_v0, g_alpha = backend_ops(u.device).membrane_backward(*args)[:3]
     else:
         g_u, g_v0, g_alpha = membrane_backward(*args)
-    return g_u, g_v0, g_alpha if alpha_grad else None
+    return g_u, g_v0, g_alpha if alpha_grad else None, None, None
 
 
 def _membrane_backward(ctx, g_out, g_saved, g_wrec, g_vfinal, g_out_sum):
@@ -147,7 +162,7 @@ def _membrane_backward(ctx, g_out, g_saved, g_wrec, g_vfinal, g_out_sum):
     reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, params = ctx.config
     saved = ctx.saved_tensors
     alpha_grad = ctx.needs_input_grad[2]
-    g_u, g_v0, g_alpha = membrane_grads(
+    g_u, g_v0, g_alpha, _, _ = membrane_grads(
         saved, (reset_value, spike_kind, max_spikes, reset_kind, norm_input), surrogate_kind, params,
         g_out, g_wrec, g_vfinal, alpha_grad, g_out_sum=g_out_sum)
     return (g_u, g_v0, reduce_param_grad(g_alpha, saved[3]) if alpha_grad else None) + (None,) * 13

@@ -63,12 +63,14 @@ class MembraneOutput:
     v_final: the state after the last step, (B, *F). v_rec: the state after every step
     (B, T, *F), only with record_states=True. output_sum: the output summed over time per neuron
     (B, *F) in the state dtype (spike counts), only with sum_output=True; differentiable, and
-    computed by the kernels, so firing rates need no pass over the output."""
+    computed by the kernels, so firing rates need no pass over the output. i_final: the synaptic
+    current after the last step (B, *F), only with alpha_syn."""
 
     output: Tensor
     v_final: Tensor
     v_rec: Optional[Tensor]
     output_sum: Optional[Tensor] = None
+    i_final: Optional[Tensor] = None
 
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -208,7 +210,10 @@ def _param_grads(ctx, per_neuron: Optional[Tensor], alpha: Tensor, alpha_index: 
     gradient per neuron; None where not needed."""
     needs_grad = ctx.needs_input_grad
     g_alpha = _registry.reduce_param_grad(per_neuron, alpha) if needs_grad[alpha_index] else None
-    g_tau = _decay_grad(per_neuron, ctx.tau, ctx.slope, ctx.features) if needs_grad[tau_index] else None
+    g_tau = None
+    if needs_grad[tau_index]:
+        tau, slope = ctx.decays[tau_index]
+        g_tau = _decay_grad(per_neuron, tau, slope, ctx.features)
     return g_alpha, g_tau
 
 
@@ -236,11 +241,18 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
              reset: Union[str, ResetKind] = "subtract", subtract_value: Optional[ParamLike] = None,
              reset_value: float = 0.0, min_v_mem: Optional[ParamLike] = None, norm_input: bool = False,
              surrogate: SurrogateLike = Surrogate.single_exponential(),
-             record_states: bool = False, sum_output: bool = False) -> MembraneOutput:
+             record_states: bool = False, sum_output: bool = False,
+             i_syn: Optional[Tensor] = None, alpha_syn: Optional[AlphaLike] = None) -> MembraneOutput:
     """Membrane dynamics of IAF/LIF (spiking) and ExpLeak (spike='none') over all time steps.
 
     v_t = alpha * w_{t-1} + u_t (times 1 - alpha with norm_input); spikes from v_t by `spike`;
     reset by `reset`; w_t clipped below at min_v_mem. See DESIGN.md, "Dynamics".
+
+    With i_syn and alpha_syn, a synaptic current (sinabs' tau_syn) drives the membrane instead
+    of u: i_t = alpha_syn * (i_{t-1} + u_t). Same values as synaptic_current() followed by
+    membrane(), but fused into the membrane kernels, so the current never goes through memory
+    (with record_states, a surrogate callable, the reference backend or torch.compile, the two
+    ops run one after the other; the output is in the input's dtype either way).
 
     Args:
         u: input current (B, T, *F).
@@ -254,8 +266,21 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
         surrogate: a built-in Surrogate (evaluated in the kernels) or a callable f(v, threshold).
         record_states: also return the state after every step.
         sum_output: also return the output summed over time per neuron.
+        i_syn: synaptic current before the first step (B, *F), with alpha_syn.
+        alpha_syn: its decay per step, exp(-1/tau_syn), or Decay(tau_syn).
     """
     _check_data("input", u)
+    if (i_syn is None) != (alpha_syn is None):
+        raise ValueError("i_syn and alpha_syn go together")
+    if alpha_syn is not None and not _fuses_synapse(surrogate, record_states):
+        current, i_final = synaptic_current(u, i_syn, alpha_syn)
+        result = membrane(current, v0, alpha, threshold, spike=spike, max_spikes=max_spikes, reset=reset,
+                          subtract_value=subtract_value, reset_value=reset_value, min_v_mem=min_v_mem,
+                          norm_input=norm_input, surrogate=surrogate, record_states=record_states,
+                          sum_output=sum_output)
+        result.output = result.output.to(u.dtype)  # as the fused kernels write it
+        result.i_final = i_final
+        return result
     spike_kind = SPIKE_NAMES[spike] if isinstance(spike, str) else SpikeKind(spike)
     reset_kind = RESET_NAMES[reset] if isinstance(reset, str) else ResetKind(reset)
     if spike_kind == SpikeKind.MAX:
@@ -277,8 +302,11 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
             raise ValueError("threshold must be above min_v_mem")
     surrogate_kind, surrogate_params = _surrogate_args(surrogate)
     u3 = _shaped(u, (B, T, _num_features(u)))
+    syn = None
+    if alpha_syn is not None:
+        syn = (_check_state("i_syn", i_syn, u), *_alpha_param("alpha_syn", alpha_syn, u))
 
-    out_sum = None
+    out_sum = i_final = None
     if get_backend() == "reference":
         out, w_rec, v_final = reference.membrane(
             u3, state, alpha_t, threshold_t, subtract_t, min_v_t, float(reset_value), spike_kind,
@@ -295,19 +323,29 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
                 u3, state, alpha_t, threshold_t, subtract_t, min_v_t, *config, surrogate_kind, surrogate_params,
                 int(save), record_states, sum_output)
         else:
-            out, w_rec, v_final, out_sum = _Membrane.apply(u3, state, alpha_t, threshold_t, subtract_t, min_v_t,
-                                                           config, surrogate, record_states, tau, slope, features,
-                                                           sum_output)
+            out, w_rec, v_final, out_sum, i_final = _Membrane.apply(
+                u3, state, alpha_t, threshold_t, subtract_t, min_v_t, config, surrogate, record_states, tau, slope,
+                features, sum_output, *(syn or (None,) * 4))
         if not record_states:
             w_rec = None
         if not sum_output:
             out_sum = None
+        if syn is None:
+            i_final = None
     return MembraneOutput(
         output=_shaped(out, u.shape),
         v_final=_shaped(v_final, (B, *features)),
         v_rec=None if w_rec is None else _shaped(w_rec, u.shape),
         output_sum=None if out_sum is None else _shaped(out_sum, (B, *features)),
+        i_final=None if i_final is None else _shaped(i_final, (B, *features)),
     )
+
+
+def _fuses_synapse(surrogate: SurrogateLike, record_states: bool) -> bool:
+    """Whether membrane() runs a synaptic stage inside its kernels (eager, compiled backend, no
+    recorded states, built-in surrogate) rather than as synaptic_current() first."""
+    return (get_backend() == "kernels" and not torch.compiler.is_compiling() and not record_states
+            and isinstance(surrogate, Surrogate) and surrogate.kind != SurrogateKind.GIVEN)
 
 
 def _shaped(t: Tensor, shape) -> Tensor:
@@ -322,37 +360,44 @@ class _Membrane(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, v0, alpha, threshold, subtract, min_v, config, surrogate, record, tau, slope, features,
-                sum_out):
+                sum_out, i0=None, alpha_syn=None, tau_syn=None, slope_syn=None):
         kind, params = _surrogate_args(surrogate)
         needs_grad = ctx.needs_input_grad
-        save = SaveKind.CHECKPOINTS if any(needs_grad[:3]) or needs_grad[9] else SaveKind.NOTHING
-        out, ckpt, w_rec, v_final, out_sum = _registry.run_membrane_forward(
-            u, v0, alpha, threshold, subtract, min_v, config, kind, params, save, record, sum_out)
+        save = SaveKind.CHECKPOINTS if any(needs_grad[:3]) or any(needs_grad[9:16]) else SaveKind.NOTHING
+        synapse = None if alpha_syn is None else (i0, alpha_syn)
+        out, ckpt, w_rec, v_final, out_sum, i_final = _registry.run_membrane_forward(
+            u, v0, alpha, threshold, subtract, min_v, config, kind, params, save, record, sum_out, synapse)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(ckpt, u, v0, alpha, threshold, subtract, min_v)
+        ctx.save_for_backward(ckpt, u, v0, alpha, threshold, subtract, min_v, *(synapse or ()))
         ctx.config, ctx.surrogate, ctx.kind, ctx.params = config, surrogate, kind, params
-        if needs_grad[9]:  # alpha came from tau (Decay): tau's gradient is taken here
-            ctx.tau, ctx.slope, ctx.features = tau, slope, features
-        return out, w_rec, v_final, out_sum
+        # alphas that came from tau (Decay): tau's gradient is taken here
+        ctx.decays = {9: (tau, slope), 15: (tau_syn, slope_syn)}
+        ctx.features = features
+        return out, w_rec, v_final, out_sum, i_final
 
     @staticmethod
-    def backward(ctx, g_out, g_wrec, g_vfinal, g_out_sum):
-        saved = ctx.saved_tensors
+    def backward(ctx, g_out, g_wrec, g_vfinal, g_out_sum, g_ifinal):
+        saved, synapse = ctx.saved_tensors[:7], ctx.saved_tensors[7:]
         sigma = None
         if ctx.kind == SurrogateKind.GIVEN and ctx.config[1] != SpikeKind.NONE:
             # the callable needs the whole membrane trajectory: one more forward pass keeps it
             _, u, v0, alpha, threshold, subtract, min_v = saved
             with torch.no_grad():
-                _, v, _, _, _ = _registry.run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, ctx.config,
+                _, v, _, _, _, _ = _registry.run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, ctx.config,
                                                                ctx.kind, ctx.params, SaveKind.TRAJECTORY, False)
                 sigma = ctx.surrogate(v, threshold).to(v.dtype).expand_as(v).contiguous()
         needs_grad = ctx.needs_input_grad
-        g_u, g_v0, g_alpha = _registry.membrane_grads(
+        if synapse:
+            synapse = (*synapse, g_ifinal, needs_grad[14] or needs_grad[15])
+        g_u, g_v0, g_alpha, g_i0, g_alpha_syn = _registry.membrane_grads(
             saved, ctx.config, ctx.kind, ctx.params, g_out, g_wrec, g_vfinal, needs_grad[2] or needs_grad[9], sigma,
-            g_out_sum)
+            g_out_sum, synapse or None)
         g_alpha, g_tau = _param_grads(ctx, g_alpha, saved[3], alpha_index=2, tau_index=9)
+        g_alpha_syn, g_tau_syn = (_param_grads(ctx, g_alpha_syn, synapse[1], alpha_index=14, tau_index=15)
+                                  if synapse else (None, None))
         return (g_u if needs_grad[0] else None, g_v0 if needs_grad[1] else None, g_alpha,
-                None, None, None, None, None, None, g_tau, None, None, None)
+                None, None, None, None, None, None, g_tau, None, None, None,
+                g_i0 if needs_grad[13] else None, g_alpha_syn, g_tau_syn, None)
 
 
 class _Synaptic(torch.autograd.Function):
@@ -361,8 +406,7 @@ class _Synaptic(torch.autograd.Function):
         i_all, i_final = _registry.run_synaptic_forward(x, i0, alpha)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(i_all, x, i0, alpha)
-        if ctx.needs_input_grad[3]:  # alpha came from tau (Decay)
-            ctx.tau, ctx.slope, ctx.features = tau, slope, features
+        ctx.decays, ctx.features = {3: (tau, slope)}, features  # alpha from tau (Decay): tau's gradient
         return i_all, i_final
 
     @staticmethod
