@@ -44,6 +44,33 @@ def main() -> None:
             step()
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
+    protocol(layer, x, grad, args.iters)
+
+
+def protocol(layer, x, grad, iters: int) -> None:
+    """bench_layer.py's protocol (events around forward, then around backward, a sync after each)
+    next to the kernels' own time in it: what the events add to the kernels is host time before
+    the launches and gaps between them."""
+    fwd, bwd = [], []
+    state = {}
+
+    def forward():
+        layer.reset_states()
+        state["out"] = layer(x)
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            for times, call in ((fwd, forward), (bwd, lambda: state["out"].backward(grad))):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                call()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+    kernels = {e.key: e.device_time_total / iters / 1e3 for e in prof.key_averages() if e.device_time_total > 0}
+    print(f"protocol: forward {sorted(fwd)[iters // 2]:.3f} ms, backward {sorted(bwd)[iters // 2]:.3f} ms (event medians)")
+    for name, ms in sorted(kernels.items(), key=lambda kv: -kv[1]):
+        print(f"  kernel {ms:8.3f} ms/iter  {name[:90]}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <type_traits>
 #include <vector>
 
@@ -48,12 +49,13 @@ void with_storage_type(DType dtype, Body body) {
 // Neurons of one batch entry per block: a step's rows stay in L1, and blocks spread over threads.
 constexpr int64_t kBlock = 128;
 
-// Calls body(b, f0, f1) for blocks of neighbouring features, over torch's intra-op threads.
-template <typename Args, typename Body>
-void for_each_block(const Args& a, Body body) {
-  const int64_t features = a.shape.features;
+// Calls body(b, f0, f1) for blocks of neighbouring features, over torch's intra-op threads. The
+// body is type-erased: one parallel region is compiled for all kernel variants, not one each.
+using BlockBody = std::function<void(int64_t, int64_t, int64_t)>;
+void for_each_block(const Shape& shape, const BlockBody& body) {
+  const int64_t features = shape.features;
   const int64_t blocks_per_row = (features + kBlock - 1) / kBlock;
-  at::parallel_for(0, a.shape.batch * blocks_per_row, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, shape.batch * blocks_per_row, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / blocks_per_row, f0 = (i % blocks_per_row) * kBlock;
       body(b, f0, f0 + kBlock < features ? f0 + kBlock : features);
@@ -243,20 +245,79 @@ void surrogate_columns(A* v, const CellColumns<A>& cols, int64_t count, const Su
   }
 }
 
-// The fused synaptic stage of a block (SynapseForward/-Backward): per-neuron alpha_syn, the
-// current i, and a row for the membrane's input of the step being computed.
+// The fused synaptic stage of a block (SynapseForward/-Backward): per-neuron alpha_syn and the
+// current i.
 template <typename A>
 struct SynapseColumns {
-  std::vector<A> alpha, i, row;
+  std::vector<A> alpha, i;
   template <class Syn>
   SynapseColumns(const Syn& syn, int64_t n0, int64_t f0, int64_t f1) {
     if (!syn.present()) return;
     for (int64_t f = f0; f < f1; ++f) alpha.push_back(syn.alpha.at(f));
-    row.resize(f1 - f0);
     if constexpr (std::is_same<Syn, SynapseForward<A>>::value) i.assign(syn.i0 + n0, syn.i0 + n0 + (f1 - f0));
     else i.resize(f1 - f0);
   }
 };
+
+// The Cell loops below see contiguous rows of the state type A only, so they are compiled once
+// per state type (float, double), not per data type: 2-byte or strided data is converted into a
+// row first, and 2-byte results are written through a row.
+
+// A step's row of data as contiguous A: the data itself where it already is one.
+template <typename T, typename A>
+const A* row_of(const T* x, int64_t stride, int64_t width, A* row) {
+  if constexpr (std::is_same<T, A>::value)
+    if (stride == 1) return x;
+  for (int64_t j = 0; j < width; ++j) row[j] = static_cast<A>(x[j * stride]);
+  return row;
+}
+
+// Where a step's results of type A go: the destination itself if it holds A, else `row`, copied
+// there by store_row.
+template <typename T, typename A>
+A* result_row(T* dst, A* row) {
+  if constexpr (std::is_same<T, A>::value) return dst;
+  else return row;
+}
+template <typename T, typename A>
+void store_row(T* dst, const A* row, int64_t width) {
+  if constexpr (!std::is_same<T, A>::value)
+    for (int64_t j = 0; j < width; ++j) dst[j] = static_cast<T>(row[j]);
+}
+
+template <class C, typename A>
+void forward_step(const CellColumns<A>& cols, A* w, const A* in, A* y, A* out_sum, int64_t width) {
+#pragma omp simd
+  for (int64_t j = 0; j < width; ++j) {
+    y[j] = cols.template cell<C>(j).step(w[j], in[j]);
+    out_sum[j] += y[j];
+  }
+}
+
+template <class C, typename A>
+void recompute_step(const CellColumns<A>& cols, A* w, const A* in, A* v, A* gate, A* d_alpha, bool norm_input,
+                    int64_t width) {
+#pragma omp simd
+  for (int64_t j = 0; j < width; ++j) {
+    const A w_prev = w[j];
+    cols.template cell<C>(j).recompute(w[j], in[j], v[j], gate[j]);
+    d_alpha[j] = norm_input ? w_prev - in[j] : w_prev;  // dv_t/dalpha
+  }
+}
+
+// One step of the reverse walk; g_in: the gradient of the membrane's input.
+template <class C, typename A>
+void reverse_step(const CellColumns<A>& cols, const A* sigma, const A* g_y, const A* g_shift, A* carry,
+                  const A* gate, const A* d_alpha, A* g_alpha, bool alpha_grad, A* g_in, int64_t width) {
+#pragma omp simd
+  for (int64_t j = 0; j < width; ++j) {
+    const C c = cols.template cell<C>(j);
+    const A gv = c.grad_v(sigma[j], g_y[j] + g_shift[j], carry[j], gate[j]);
+    g_in[j] = c.in_scale * gv;
+    g_alpha[j] += alpha_grad ? gv * d_alpha[j] : A(0);
+    carry[j] = c.alpha * gv;
+  }
+}
 
 template <typename T, class C, typename A>
 void membrane_forward_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
@@ -267,10 +328,9 @@ void membrane_forward_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t 
   SynapseColumns<A> syn_cols(a.syn, b * F + f0, f0, f1);
   const T* u = static_cast<const T*>(a.u.data);
   T* out = static_cast<T*>(a.out);
-  std::vector<A> w_(a.v0 + b * F + f0, a.v0 + b * F + f1), out_sum_(width, A(0));
-  A* w = w_.data();
-  A* out_sum = out_sum_.data();
-  A *alpha_syn = syn_cols.alpha.data(), *i = syn_cols.i.data(), *in = syn_cols.row.data();
+  std::vector<A> w_(a.v0 + b * F + f0, a.v0 + b * F + f1), out_sum_(width, A(0)), in_(width), y_(width);
+  A *w = w_.data(), *out_sum = out_sum_.data();
+  A *alpha_syn = syn_cols.alpha.data(), *i = syn_cols.i.data();
   for (int64_t t = 0; t < steps; ++t) {
     const T* x = u + a.u.offset(b, t, f0);
     T* o = out + (b * steps + t) * F + f0;
@@ -280,21 +340,17 @@ void membrane_forward_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t 
       if (syn)
         for (int64_t j = 0; j < width; ++j) a.syn.ckpt[at + j] = i[j];
     }
-    auto steps_from = [&](const auto* input, int64_t stride) {
-#pragma omp simd
-      for (int64_t j = 0; j < width; ++j) {
-        const A y = cols.template cell<C>(j).step(w[j], static_cast<A>(input[j * stride]));
-        o[j] = static_cast<T>(y);
-        out_sum[j] += y;
-      }
-    };
+    const A* in;  // the membrane's input: the data, or the synaptic current it drives
     if (syn) {
+      A* current = in_.data();
 #pragma omp simd
-      for (int64_t j = 0; j < width; ++j) in[j] = synapse_step(i[j], static_cast<A>(x[j * sf]), alpha_syn[j]);
-      steps_from(in, 1);
+      for (int64_t j = 0; j < width; ++j) current[j] = synapse_step(i[j], static_cast<A>(x[j * sf]), alpha_syn[j]);
+      in = current;
     } else {
-      steps_from(x, sf);
+      in = row_of(x, sf, width, in_.data());
     }
+    forward_step<C>(cols, w, in, result_row(o, y_.data()), out_sum, width);
+    store_row(o, y_.data(), width);
   }
   for (int64_t j = 0; j < width; ++j) a.v_final[b * F + f0 + j] = w[j];
   if (a.out_sum)
@@ -316,13 +372,13 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
   const T* u = static_cast<const T*>(a.u.data);
   T* g_u = static_cast<T*>(a.g_u);
   std::vector<A> carry_(width, A(0)), g_alpha_(width, A(0)), w_(width), g_shift_(width, A(0));
-  std::vector<A> v_(K * width), gate_(K * width, A(1)), d_alpha_(K * width);
+  std::vector<A> v_(K * width), gate_(K * width, A(1)), d_alpha_(K * width), in_(width), g_y_(width), g_in_(width);
   A *carry = carry_.data(), *g_alpha = g_alpha_.data(), *w = w_.data(), *g_shift = g_shift_.data();
   A *v = v_.data(), *gate = gate_.data(), *d_alpha = d_alpha_.data();
   // synaptic stage: J's carry, alpha_syn's gradient, i_{t-1} + x_t of a segment's steps
   std::vector<A> syn_carry_(syn ? width : 0, A(0)), g_alpha_syn_(syn ? width : 0, A(0)), pre_(syn ? K * width : 0);
   A *syn_carry = syn_carry_.data(), *g_alpha_syn = g_alpha_syn_.data(), *pre = pre_.data();
-  A *alpha_syn = syn_cols.alpha.data(), *i = syn_cols.i.data(), *row = syn_cols.row.data();
+  A *alpha_syn = syn_cols.alpha.data(), *i = syn_cols.i.data();
   if (a.g_vfinal)
     for (int64_t j = 0; j < width; ++j) carry[j] = a.g_vfinal[b * F + f0 + j];
   if (a.g_out_sum)
@@ -339,58 +395,39 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
     for (int k = 0; k < len; ++k) {
       const T* x = u + a.u.offset(b, t0 + k, f0);
       A* vk = v + k * width;
-      A* gk = gate + k * width;
-      A* dk = d_alpha + k * width;
-      auto recompute_from = [&](const auto* input, int64_t stride) {
-#pragma omp simd
-        for (int64_t j = 0; j < width; ++j) {
-          const A xj = static_cast<A>(input[j * stride]), w_prev = w[j];
-          cols.template cell<C>(j).recompute(w[j], xj, vk[j], gk[j]);
-          dk[j] = norm_input ? w_prev - xj : w_prev;  // dv_t/dalpha
-        }
-      };
+      const A* in;
       if (syn) {
-        A* pk = pre + k * width;
+        A *pk = pre + k * width, *current = in_.data();
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) {
           const A xj = static_cast<A>(x[j * su]);
           pk[j] = i[j] + xj;
-          row[j] = synapse_step(i[j], xj, alpha_syn[j]);
+          current[j] = synapse_step(i[j], xj, alpha_syn[j]);
         }
-        recompute_from(row, 1);
+        in = current;
       } else {
-        recompute_from(x, su);
+        in = row_of(x, su, width, in_.data());
       }
+      recompute_step<C>(cols, w, in, vk, gate + k * width, d_alpha + k * width, norm_input, width);
       if constexpr (C::kSpiking) surrogate_columns(vk, cols, width, a.surrogate);
     }
     for (int k = len - 1; k >= 0; --k) {
       const int64_t t = t0 + k;
-      const T* g_y = g_out + a.g_out.offset(b, t, f0);
+      const A* g_y = row_of(g_out + a.g_out.offset(b, t, f0), sg, width, g_y_.data());
       T* g = g_u + (b * steps + t) * F + f0;
-      const A* sk = v + k * width;
-      const A* gk = gate + k * width;
-      const A* dk = d_alpha + k * width;
-      auto walk_into = [&](auto* g_in) {
-#pragma omp simd
-        for (int64_t j = 0; j < width; ++j) {
-          const C c = cols.template cell<C>(j);
-          const A gv = c.grad_v(sk[j], static_cast<A>(g_y[j * sg]) + g_shift[j], carry[j], gk[j]);
-          g_in[j] = static_cast<std::remove_pointer_t<decltype(g_in)>>(c.in_scale * gv);
-          g_alpha[j] += alpha_grad ? gv * dk[j] : A(0);
-          carry[j] = c.alpha * gv;
-        }
-      };
+      A* g_in = syn ? g_in_.data() : result_row(g, g_in_.data());
+      reverse_step<C>(cols, v + k * width, g_y, g_shift, carry, gate + k * width, d_alpha + k * width, g_alpha,
+                      alpha_grad, g_in, width);
       if (syn) {
-        walk_into(row);
         const A* pk = pre + k * width;
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) {
-          const A jt = synapse_grad(row[j], syn_carry[j], alpha_syn[j]);
+          const A jt = synapse_grad(g_in[j], syn_carry[j], alpha_syn[j]);
           g[j] = static_cast<T>(syn_carry[j]);
           g_alpha_syn[j] += alpha_syn_grad ? jt * pk[j] : A(0);
         }
       } else {
-        walk_into(g);
+        store_row(g, g_in, width);
       }
     }
   }
@@ -412,11 +449,11 @@ void CpuBackend::run(const MembraneForwardArgs<A>& a) {
     if (a.v_pre == nullptr && a.w_rec == nullptr) {
       with_cell_type(a.p, [&](auto* cell) {
         using C = std::remove_pointer_t<decltype(cell)>;
-        for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_cells<T, C>(a, b, f0, f1); });
+        for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_cells<T, C>(a, b, f0, f1); });
       });
     } else {
       TORCH_CHECK(!a.syn.present(), "the synaptic stage runs in the Cell loops only");
-      for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_block<T, A>(a, b, f0, f1); });
+      for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_block<T, A>(a, b, f0, f1); });
     }
   });
 }
@@ -428,11 +465,11 @@ void CpuBackend::run(const MembraneBackwardArgs<A>& a) {
     if (a.g_wrec == nullptr && (a.surrogate.kind != SurrogateKind::Given || a.p.spike == SpikeKind::None)) {
       with_cell_type(a.p, [&](auto* cell) {
         using C = std::remove_pointer_t<decltype(cell)>;
-        for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_cells<T, C>(a, b, f0, f1); });
+        for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_cells<T, C>(a, b, f0, f1); });
       });
     } else {
       TORCH_CHECK(!a.syn.present(), "the synaptic stage runs in the Cell loops only");
-      for_each_block(a, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_block<T, A>(a, b, f0, f1); });
+      for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_block<T, A>(a, b, f0, f1); });
     }
   });
 }

@@ -1,14 +1,17 @@
 // Which calls the fast membrane kernels (cuda_membrane.cuh) take, and their dispatch by data
-// type; the float32 instances are compiled here, the 2-byte ones in their own files so that the
-// three compile in parallel.
+// type and synaptic stage; the plain float32 instances are compiled here, the others in files of
+// their own (cuda_membrane_<type>[_syn].cu) so that the six compile in parallel.
 #include "cuda_membrane.cuh"
 
 namespace exodus {
 namespace fast {
 
-EXODUS_FAST_INSTANCES(, float)
-EXODUS_FAST_INSTANCES(extern, __half)
-EXODUS_FAST_INSTANCES(extern, __nv_bfloat16)
+EXODUS_FAST_INSTANCES(, float, false)
+EXODUS_FAST_INSTANCES(extern, float, true)
+EXODUS_FAST_INSTANCES(extern, __half, false)
+EXODUS_FAST_INSTANCES(extern, __half, true)
+EXODUS_FAST_INSTANCES(extern, __nv_bfloat16, false)
+EXODUS_FAST_INSTANCES(extern, __nv_bfloat16, true)
 
 namespace {
 

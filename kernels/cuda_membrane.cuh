@@ -405,12 +405,11 @@ cudaError_t launch_backward(const MembraneBackwardArgs<float>& a, cudaStream_t s
   return cudaGetLastError();
 }
 
-// The instances of one data type (each .cu file of the fast kernels has one line of these).
-#define EXODUS_FAST_INSTANCES(EXTERN, T)                                                                     \
-  EXTERN template cudaError_t launch_forward<T, false>(const MembraneForwardArgs<float>&, cudaStream_t);    \
-  EXTERN template cudaError_t launch_backward<T, false>(const MembraneBackwardArgs<float>&, cudaStream_t);  \
-  EXTERN template cudaError_t launch_forward<T, true>(const MembraneForwardArgs<float>&, cudaStream_t);     \
-  EXTERN template cudaError_t launch_backward<T, true>(const MembraneBackwardArgs<float>&, cudaStream_t);
+// The instances of one data type and synaptic stage: each .cu file of the fast kernels holds one
+// such line (or declares them extern), so the six compile in parallel.
+#define EXODUS_FAST_INSTANCES(EXTERN, T, SYN)                                                              \
+  EXTERN template cudaError_t launch_forward<T, SYN>(const MembraneForwardArgs<float>&, cudaStream_t);    \
+  EXTERN template cudaError_t launch_backward<T, SYN>(const MembraneBackwardArgs<float>&, cudaStream_t);
 
 }  // namespace fast
 }  // namespace exodus
