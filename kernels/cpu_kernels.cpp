@@ -446,7 +446,7 @@ template <typename A>
 void CpuBackend::run(const MembraneForwardArgs<A>& a) {
   with_storage_type<A>(a.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (a.v_pre == nullptr && a.w_rec == nullptr) {
+    if (without_extras(a)) {
       with_cell_type(a.p, [&](auto* cell) {
         using C = std::remove_pointer_t<decltype(cell)>;
         for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_cells<T, C>(a, b, f0, f1); });
@@ -462,7 +462,7 @@ template <typename A>
 void CpuBackend::run(const MembraneBackwardArgs<A>& a) {
   with_storage_type<A>(a.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if (a.g_wrec == nullptr && (a.surrogate.kind != SurrogateKind::Given || a.p.spike == SpikeKind::None)) {
+    if (without_extras(a)) {
       with_cell_type(a.p, [&](auto* cell) {
         using C = std::remove_pointer_t<decltype(cell)>;
         for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_cells<T, C>(a, b, f0, f1); });

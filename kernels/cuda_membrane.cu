@@ -25,13 +25,13 @@ bool data_ok(DType dtype, const View3& v, int64_t features) {
 }  // namespace fast
 
 bool fast_path(const MembraneForwardArgs<float>& a) {
-  return fast::data_ok(a.dtype, a.u, a.shape.features) && a.v_pre == nullptr && a.w_rec == nullptr &&
+  return without_extras(a) && fast::data_ok(a.dtype, a.u, a.shape.features) &&
          fast::fits_int(a.shape.features * fast::K) && fast::fits_int(a.u.st * fast::K);
 }
 
 bool fast_path(const MembraneBackwardArgs<float>& a) {
-  return fast::data_ok(a.dtype, a.u, a.shape.features) && fast::data_ok(a.dtype, a.g_out, a.shape.features) &&
-         a.g_wrec == nullptr && (a.surrogate.kind != SurrogateKind::Given || a.p.spike == SpikeKind::None) &&
+  return without_extras(a) && fast::data_ok(a.dtype, a.u, a.shape.features) &&
+         fast::data_ok(a.dtype, a.g_out, a.shape.features) &&
          fast::fits_int(a.shape.features * fast::K) && fast::fits_int(a.u.st * fast::K) &&
          fast::fits_int(a.g_out.st * fast::K);
 }

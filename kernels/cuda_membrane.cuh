@@ -267,7 +267,7 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn>()) membran
     float v[K];
     unsigned gates = 0;
     float w = *checkpoints.at(stage, 0);
-    float i = Syn ? *checkpoints.at(stage, 1) : 0.f;
+    [[maybe_unused]] float i = Syn ? *checkpoints.at(stage, 1) : 0.f;  // the current, with Syn
     EXODUS_UNROLL
     for (int k = 0; k < K; ++k) {
       if (kPartial && k >= len) {
@@ -373,36 +373,44 @@ inline bool pairs_copyable(const View3& v, int64_t features) {
          reinterpret_cast<uintptr_t>(v.data) % 4 == 0;
 }
 
+// A fast kernel over all neurons, its ring as deep as pick_stages allows. stage_bytes: one
+// stage of a block's rings; fixed_bytes: the rest of its shared memory.
+template <typename Args>
+cudaError_t launch_ring_kernel(void (*kernel)(Args, int), DeviceLimits (&cache)[kMaxDevices], const Args& a,
+                               int64_t stage_bytes, int64_t fixed_bytes, cudaStream_t stream) {
+  const int64_t neurons = a.shape.neurons();
+  const unsigned blocks = static_cast<unsigned>((neurons + kBlock - 1) / kBlock);
+  const int stages = pick_stages(kernel, cache, neurons, stage_bytes, fixed_bytes);
+  kernel<<<blocks, kBlock, stages * stage_bytes + fixed_bytes, stream>>>(a, stages);
+  return cudaGetLastError();
+}
+
 // One launcher per data type and synaptic stage (each .cu file instantiates its own, so they
 // compile in parallel); the cell type is dispatched inside.
 template <typename T, bool Syn>
 cudaError_t launch_forward(const MembraneForwardArgs<float>& a, cudaStream_t stream) {
-  const int64_t neurons = a.shape.neurons();
-  const unsigned blocks = static_cast<unsigned>((neurons + kBlock - 1) / kBlock);
+  cudaError_t error = cudaSuccess;
   with_cell_type(a.p, [&](auto* cell) {
     using C = std::remove_pointer_t<decltype(cell)>;
     static DeviceLimits cache[kMaxDevices];
     const int64_t stage_bytes = int64_t{kBlock} * K * sizeof(T);
-    const int stages = pick_stages(membrane_forward_fast<C, T, Syn>, cache, neurons, stage_bytes, 0);
-    membrane_forward_fast<C, T, Syn><<<blocks, kBlock, stages * stage_bytes, stream>>>(a, stages);
+    error = launch_ring_kernel(membrane_forward_fast<C, T, Syn>, cache, a, stage_bytes, 0, stream);
   });
-  return cudaGetLastError();
+  return error;
 }
 
 template <typename T, bool Syn>
 cudaError_t launch_backward(const MembraneBackwardArgs<float>& a, cudaStream_t stream) {
-  const int64_t neurons = a.shape.neurons();
-  const unsigned blocks = static_cast<unsigned>((neurons + kBlock - 1) / kBlock);
+  cudaError_t error = cudaSuccess;
   with_cell_type(a.p, [&](auto* cell) {
     using C = std::remove_pointer_t<decltype(cell)>;
     static DeviceLimits cache[kMaxDevices];
     const int64_t stage_bytes =
         int64_t{kBlock} * (kBackwardDataSlots * sizeof(T) + checkpoint_slots<Syn>() * sizeof(float));
     const int64_t fixed_bytes = int64_t{kBlock} * scratch_slots<T, Syn>() * sizeof(float);
-    const int stages = pick_stages(membrane_backward_fast<C, T, Syn>, cache, neurons, stage_bytes, fixed_bytes);
-    membrane_backward_fast<C, T, Syn><<<blocks, kBlock, stages * stage_bytes + fixed_bytes, stream>>>(a, stages);
+    error = launch_ring_kernel(membrane_backward_fast<C, T, Syn>, cache, a, stage_bytes, fixed_bytes, stream);
   });
-  return cudaGetLastError();
+  return error;
 }
 
 // The instances of one data type and synaptic stage: each .cu file of the fast kernels holds one

@@ -167,4 +167,16 @@ struct SynapticBackwardArgs {
   A* g_alpha;   // (B, F) or null
 };
 
+// Calls without extras (recorded states, the membrane trajectory, given surrogate values): what
+// the compile-time Cell loops of the CPU and the fast CUDA kernels take. The fused synaptic stage
+// comes only without extras (ops_impl.h checks).
+template <typename A>
+EXODUS_HD bool without_extras(const MembraneForwardArgs<A>& a) {
+  return a.v_pre == nullptr && a.w_rec == nullptr;
+}
+template <typename A>
+EXODUS_HD bool without_extras(const MembraneBackwardArgs<A>& a) {
+  return a.g_wrec == nullptr && (a.surrogate.kind != SurrogateKind::Given || a.p.spike == SpikeKind::None);
+}
+
 }  // namespace exodus

@@ -102,6 +102,13 @@ inline bool check_synapse(const c10::optional<at::Tensor>& i0, const c10::option
 
 inline at::Tensor no_tensor(const at::Tensor& like, at::ScalarType type) { return at::empty({0}, like.options().dtype(type)); }
 
+// Calls fill(A{}) with the state type A: double for float64 data, float otherwise.
+template <typename Fill>
+void with_state_type(at::ScalarType st, Fill fill) {
+  if (st == at::kDouble) fill(double{});
+  else fill(float{});
+}
+
 // Backend provides: template <typename A> static void run(const Args<A>&) for each Args struct,
 // and a Guard type constructed from the input tensor (device guard; nothing on the CPU).
 template <class Backend>
@@ -154,7 +161,7 @@ struct Ops {
       }
       if (shape.neurons() > 0) Backend::run(a);
     };
-    if (st == at::kDouble) fill(double{}); else fill(float{});
+    with_state_type(st, fill);
     return {out, saved, w_rec, v_final, out_sum, i_final};
   }
 
@@ -220,7 +227,7 @@ struct Ops {
       }
       if (shape.neurons() > 0) Backend::run(a);
     };
-    if (st == at::kDouble) fill(double{}); else fill(float{});
+    with_state_type(st, fill);
     return {g_u, g_v0, g_alpha, g_i0, g_alpha_syn};
   }
 
@@ -245,7 +252,7 @@ struct Ops {
       a.i_final = i_final.data_ptr<A>();
       if (shape.neurons() > 0) Backend::run(a);
     };
-    if (st == at::kDouble) fill(double{}); else fill(float{});
+    with_state_type(st, fill);
     return {i_all, i_final};
   }
 
@@ -277,7 +284,7 @@ struct Ops {
       a.g_alpha = alpha_grad ? g_alpha.data_ptr<A>() : nullptr;
       if (shape.neurons() > 0) Backend::run(a);
     };
-    if (st == at::kDouble) fill(double{}); else fill(float{});
+    with_state_type(st, fill);
     return {g_x, g_i0, g_alpha};
   }
 };
