@@ -219,31 +219,45 @@ inline float exp_vectorisable(float x) {
 }
 inline double exp_vectorisable(double x) { return std::exp(x); }
 
-// sigma of `count` membranes v[j] (in place) of neurons with the block's constants, for the
-// surrogates the layers use by default; the others per value.
+// The surrogates the layers use by default, with each neuron's constants computed once per block
+// (the same expressions as surrogate_grads, so the same values) rather than once per step.
 template <typename A>
-void surrogate_columns(A* v, const CellColumns<A>& cols, int64_t count, const SurrogateParams<A>& s) {
-  const A* theta = cols.theta.data();
-  switch (s.kind) {
-    case SurrogateKind::SingleExponential: {  // grad_scale / width * exp(-|v - theta| / width)
-#pragma omp simd
-      for (int64_t j = 0; j < count; ++j) {
-        const A width = theta[j] * s.p[0];
-        const A scale = s.p[1] / width, inv_width = A(1) / width;
-        const A d = v[j] - theta[j];
-        v[j] = scale * exp_vectorisable(-(d < A(0) ? -d : d) * inv_width);
+struct SurrogateColumns {
+  const SurrogateParams<A>& s;
+  const A* theta;
+  std::vector<A> c0, c1;  // SingleExponential: scale, 1 / width; Heaviside: the edge, 1 / theta
+  SurrogateColumns(const SurrogateParams<A>& params, const CellColumns<A>& cols) : s(params), theta(cols.theta.data()) {
+    for (const A th : cols.theta) {
+      if (s.kind == SurrogateKind::SingleExponential) {  // grad_scale / width * exp(-|v - theta| / width)
+        const A width = th * s.p[0];
+        c0.push_back(s.p[1] / width);
+        c1.push_back(A(1) / width);
+      } else if (s.kind == SurrogateKind::Heaviside) {
+        c0.push_back(th - s.p[0]);
+        c1.push_back(A(1) / th);
       }
-      break;
     }
-    case SurrogateKind::Heaviside: {
-#pragma omp simd
-      for (int64_t j = 0; j < count; ++j) v[j] = A(v[j] >= theta[j] - s.p[0]) * (A(1) / theta[j]);
-      break;
-    }
-    default:
-      for (int64_t j = 0; j < count; ++j) v[j] = surrogate_grad(v[j], theta[j], s);
   }
-}
+  // sigma of `count` membranes v[j], in place; other surrogates per value.
+  void apply(A* v, int64_t count) const {
+    const A *c0_ = c0.data(), *c1_ = c1.data();
+    switch (s.kind) {
+      case SurrogateKind::SingleExponential:
+#pragma omp simd
+        for (int64_t j = 0; j < count; ++j) {
+          const A d = v[j] - theta[j];
+          v[j] = c0_[j] * exp_vectorisable(-(d < A(0) ? -d : d) * c1_[j]);
+        }
+        break;
+      case SurrogateKind::Heaviside:
+#pragma omp simd
+        for (int64_t j = 0; j < count; ++j) v[j] = A(v[j] >= c0_[j]) * c1_[j];
+        break;
+      default:
+        for (int64_t j = 0; j < count; ++j) v[j] = surrogate_grad(v[j], theta[j], s);
+    }
+  }
+};
 
 // The fused synaptic stage of a block (SynapseForward/-Backward): per-neuron alpha_syn and the
 // current i.
@@ -285,12 +299,18 @@ void store_row(T* dst, const A* row, int64_t width) {
     for (int64_t j = 0; j < width; ++j) dst[j] = static_cast<T>(row[j]);
 }
 
+// The step loops load each neuron's values into locals first and store them last: with
+// references into the rows, GCC cannot rule out that one row's store changes another's load within
+// an iteration, and leaves the loop scalar.
 template <class C, typename A>
 void forward_step(const CellColumns<A>& cols, A* w, const A* in, A* y, A* out_sum, int64_t width) {
 #pragma omp simd
   for (int64_t j = 0; j < width; ++j) {
-    y[j] = cols.template cell<C>(j).step(w[j], in[j]);
-    out_sum[j] += y[j];
+    A wj = w[j];
+    const A out = cols.template cell<C>(j).step(wj, in[j]);
+    w[j] = wj;
+    y[j] = out;
+    out_sum[j] += out;
   }
 }
 
@@ -299,9 +319,13 @@ void recompute_step(const CellColumns<A>& cols, A* w, const A* in, A* v, A* gate
                     int64_t width) {
 #pragma omp simd
   for (int64_t j = 0; j < width; ++j) {
-    const A w_prev = w[j];
-    cols.template cell<C>(j).recompute(w[j], in[j], v[j], gate[j]);
-    d_alpha[j] = norm_input ? w_prev - in[j] : w_prev;  // dv_t/dalpha
+    const A w_prev = w[j], x = in[j];
+    A wj = w_prev, vj, gj = A(1);
+    cols.template cell<C>(j).recompute(wj, x, vj, gj);
+    w[j] = wj;
+    v[j] = vj;
+    gate[j] = gj;
+    d_alpha[j] = norm_input ? w_prev - x : w_prev;  // dv_t/dalpha
   }
 }
 
@@ -313,8 +337,9 @@ void reverse_step(const CellColumns<A>& cols, const A* sigma, const A* g_y, cons
   for (int64_t j = 0; j < width; ++j) {
     const C c = cols.template cell<C>(j);
     const A gv = c.grad_v(sigma[j], g_y[j] + g_shift[j], carry[j], gate[j]);
+    const A g_alpha_j = g_alpha[j] + (alpha_grad ? gv * d_alpha[j] : A(0));
     g_in[j] = c.in_scale * gv;
-    g_alpha[j] += alpha_grad ? gv * d_alpha[j] : A(0);
+    g_alpha[j] = g_alpha_j;
     carry[j] = c.alpha * gv;
   }
 }
@@ -365,6 +390,7 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
   const int64_t F = a.shape.features, steps = a.shape.time, width = f1 - f0;
   const int64_t segments = (steps + K - 1) / K, su = a.u.sf, sg = a.g_out.sf;
   const CellColumns<A> cols(a.p, f0, f1);
+  const SurrogateColumns<A> sigma(a.surrogate, cols);
   const bool alpha_grad = a.g_alpha != nullptr, norm_input = a.p.norm_input;
   const bool syn = a.syn.present(), alpha_syn_grad = syn && a.syn.g_alpha != nullptr;
   SynapseColumns<A> syn_cols(a.syn, b * F + f0, f0, f1);
@@ -409,7 +435,7 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
         in = row_of(x, su, width, in_.data());
       }
       recompute_step<C>(cols, w, in, vk, gate + k * width, d_alpha + k * width, norm_input, width);
-      if constexpr (C::kSpiking) surrogate_columns(vk, cols, width, a.surrogate);
+      if constexpr (C::kSpiking) sigma.apply(vk, width);
     }
     for (int k = len - 1; k >= 0; --k) {
       const int64_t t = t0 + k;

@@ -10,6 +10,11 @@
 #ifdef __CUDACC__
 #define EXODUS_HD __host__ __device__ __forceinline__
 #define EXODUS_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+// Forced, as on the device: GCC's early inliner leaves a Cell's step as a call, so the Cell object
+// stays in memory and the CPU's omp simd loops over neurons do not vectorise.
+#define EXODUS_HD inline __attribute__((always_inline))
+#define EXODUS_UNROLL
 #else
 #define EXODUS_HD inline
 #define EXODUS_UNROLL
