@@ -45,11 +45,57 @@ def per_call_us(layer, device: str, calls: int = 2000) -> dict:
     return {"reset": reset, "forward": (t2 - t1) / calls * 1e6 - reset, "backward": (t3 - t2) / calls * 1e6}
 
 
+def ops_us(device: str, calls: int = 2000) -> dict:
+    """Host microseconds per direct call of the backend ops (tiny tensors, no autograd), with a
+    plain torch op and allocations beside them: where a layer call's host time is spent."""
+    from exodus_jit.ops import _extension
+    from exodus_jit.ops._config import SaveKind
+
+    ops = _extension.backend_ops(torch.device(device))
+    u = torch.randn(1, 8, 1, device=device)
+    v0, g = torch.zeros(1, 1, device=device), torch.randn(1, 8, 1, device=device)
+    alpha, one = torch.full((1,), 0.9, device=device), torch.ones(1, device=device)
+    config = (0.0, 1, 0, 0, True)
+    out, ckpt, _, _, _, _ = ops.membrane_forward(u, v0, alpha, one, one, None, *config, int(SaveKind.CHECKPOINTS),
+                                                 False, True)
+    surrogate = (1, [0.5, 1.0])
+
+    def backward(alpha_grad):
+        return lambda: ops.membrane_backward(g, None, None, None, ckpt, u, v0, alpha, one, one, None, *config,
+                                             *surrogate, None, alpha_grad)
+
+    calls_ = {
+        "membrane_forward": lambda: ops.membrane_forward(u, v0, alpha, one, one, None, *config,
+                                                         int(SaveKind.CHECKPOINTS), False, True),
+        "membrane_backward": backward(True),
+        "membrane_backward (no alpha grad)": backward(False),
+        "torch.add": lambda: torch.add(u, g),
+        "3 x torch.empty": lambda: (torch.empty(1, 8, 1, device=device), torch.empty(1, 1, device=device),
+                                    torch.empty(1, 1, device=device)),
+    }
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    result = {}
+    for name, call in calls_.items():
+        for _ in range(50):
+            call()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            call()
+        result[name] = (time.perf_counter() - t0) / calls * 1e6
+        sync()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--profile", action="store_true", help="also show where the LIF's host time goes")
+    parser.add_argument("--ops", action="store_true", help="also time direct calls of the backend ops")
     args = parser.parse_args()
+    if args.ops:
+        for name, us in ops_us(args.device).items():
+            print(f"op host us/call on {args.device}: {name} {us:.1f}")
     for name, layer in (("LIF", layers.LIF(tau_mem=10.0)), ("IAF", layers.IAF())):
         t = per_call_us(layer.to(args.device), args.device)
         print(f"{name} host us/call on {args.device}: reset_states {t['reset']:.0f}, forward {t['forward']:.0f}, "

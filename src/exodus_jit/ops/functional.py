@@ -95,7 +95,9 @@ def _check_state(name: str, state: Tensor, x: Tensor) -> Tensor:
         raise ValueError(f"{name} is on {state.device} but the input is on {x.device}")
     if not state.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got {state.dtype}")
-    return _shaped(state, (x.shape[0], _num_features(x))).to(_registry.state_dtype(x.dtype))
+    state = _shaped(state, (x.shape[0], _num_features(x)))
+    dtype = _registry.state_dtype(x.dtype)
+    return state if state.dtype == dtype else state.to(dtype)  # .to() costs host time even as a no-op
 
 
 def _num_features(x: Tensor) -> int:
