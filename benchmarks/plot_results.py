@@ -12,6 +12,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+# the floor: one autograd Function with a copy-speed kernel each way (bench_layer.py FloorLayer)
+LABELS = {"floor": "protocol floor (copy kernels)"}
+
 
 def main(path: str, out: str) -> None:
     data = json.load(open(path))
@@ -25,7 +28,7 @@ def main(path: str, out: str) -> None:
     width = 0.8 / len(frameworks)
     for i, fw in enumerate(frameworks):
         xs = [j + i * width for j in range(len(sizes))]
-        ax.bar(xs, [times[fw].get(s, 0) for s in sizes], width, label=fw)
+        ax.bar(xs, [times[fw].get(s, 0) for s in sizes], width, label=LABELS.get(fw, fw))
     ax.set_xticks([j + width * (len(frameworks) - 1) / 2 for j in range(len(sizes))])
     ax.set_xticklabels(sizes)
     ax.set_ylabel("forward + backward (ms, median)")
