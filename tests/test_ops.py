@@ -121,6 +121,58 @@ def test_synaptic_current_matches_reference(device):
         assert rel_err(a, b) < 1e-12
 
 
+def _synapse_then_membrane(x, v0, i0, tau_mem, tau_syn, fused, **kwargs):
+    """Outputs and gradients of a LIF with a synaptic stage: the stage fused into membrane()
+    (i_syn/alpha_syn), or synaptic_current() first (as the layers did before the fusion)."""
+    leaves = [t.detach().clone().requires_grad_() for t in (x, v0, i0, tau_mem, tau_syn)]
+    x_, v0_, i0_, tau_mem_, tau_syn_ = leaves
+    if fused:
+        r = ops.membrane(x_, v0_, ops.Decay(tau_mem_), 1.0, norm_input=True, sum_output=True, i_syn=i0_,
+                         alpha_syn=ops.Decay(tau_syn_), **kwargs)
+        i_final, out = r.i_final, r.output
+    else:
+        current, i_final = ops.synaptic_current(x_, i0_, ops.Decay(tau_syn_))
+        r = ops.membrane(current, v0_, ops.Decay(tau_mem_), 1.0, norm_input=True, sum_output=True, **kwargs)
+        out = r.output.to(x.dtype)  # the float32 current gives a float32 output: in the input's dtype as fused
+    weights = torch.linspace(-1, 1, x.numel(), dtype=torch.float64).reshape(x.shape)
+    loss = ((out.double() * weights).sum() + r.v_final.sum() + 0.5 * i_final.sum() + 0.1 * r.output_sum.sum())
+    return (out, r.v_final, i_final, r.output_sum), torch.autograd.grad(loss, leaves)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("kwargs", [{}, {"min_v_mem": -0.4}, {"spike": "single", "reset": "to_value"}])
+def test_fused_synapse_equals_synaptic_current_then_membrane(dtype, kwargs, kernels_backend):
+    """The synaptic stage inside the membrane kernels computes what the two ops compute, to the
+    bit: one arithmetic source (synapse_step / synapse_grad) serves both. CPU kernels (the CUDA
+    kernels are held to these by the CUDA-vs-CPU tests); the output keeps the input's dtype."""
+    x = (torch.randn(3, 29, 40) * 3).to(dtype)
+    v0, i0 = torch.rand(3, 40), torch.rand(3, 40) * 0.3
+    tau_mem, tau_syn = torch.tensor(6.0), torch.tensor([3.0] * 20 + [5.0] * 20)
+    got, got_grads = _synapse_then_membrane(x, v0, i0, tau_mem, tau_syn, True, **kwargs)
+    ref, ref_grads = _synapse_then_membrane(x, v0, i0, tau_mem, tau_syn, False, **kwargs)
+    assert got[0].dtype == dtype and got[0].abs().sum() > 0
+    for a, b in zip(got, ref):
+        assert torch.equal(a, b)
+    for a, b in zip(got_grads, ref_grads):
+        assert torch.equal(a, b)
+
+
+def test_fused_synapse_on_the_reference_backend_runs_the_two_ops():
+    x, v0, i0 = (torch.randn(2, 17, 6, dtype=torch.float64) * 3, torch.rand(2, 6, dtype=torch.float64),
+                 torch.rand(2, 6, dtype=torch.float64))
+    tau_mem, tau_syn = torch.tensor(6.0, dtype=torch.float64), torch.tensor(3.0, dtype=torch.float64)
+    kernels, kernels_grads = _synapse_then_membrane(x, v0, i0, tau_mem, tau_syn, True)
+    ops.set_backend("reference")
+    try:
+        reference, reference_grads = _synapse_then_membrane(x, v0, i0, tau_mem, tau_syn, True)
+    finally:
+        ops.set_backend(None)
+    for a, b in zip(kernels, reference):
+        assert torch.equal(a, b)
+    for a, b in zip(kernels_grads, reference_grads):
+        assert rel_err(a, b) < 1e-12
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(0, 5, 3), (2, 0, 3), (2, 5, 0)])
 def test_empty_tensors(device, shape):
@@ -249,6 +301,12 @@ def test_torch_compile_fullgraph_equals_eager(device):
         (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 0.9, spike="max", max_spikes=0), ValueError, "max_spikes"),
         (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 0.9, surrogate="fast"), TypeError, "surrogate"),
         (lambda: ops.synaptic_current(torch.zeros(2, 3, 4), torch.zeros(3, 4), 0.5), ValueError, "i0 must have shape"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 0.9, i_syn=torch.zeros(2, 4)), ValueError,
+         "i_syn and alpha_syn go together"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 0.9, i_syn=torch.zeros(2, 5), alpha_syn=0.5),
+         ValueError, "i_syn must have shape"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 0.9, i_syn=torch.zeros(2, 4), alpha_syn=1.5),
+         ValueError, r"alpha_syn must lie in \[0, 1\]"),
     ],
 )
 def test_bad_input_is_a_clear_error(call, error, match):
