@@ -183,6 +183,12 @@ def test_empty_tensors(device, shape):
     assert torch.equal(r.v_final, v0)  # no steps: the state stays
     r.output.sum().backward()
     assert u.grad.shape == shape
+    # with the fused synaptic stage too: no steps leave the current as it was
+    i0 = torch.rand(shape[0], shape[2], device=device, requires_grad=True)
+    r = ops.membrane(u, v0, 0.9, i_syn=i0, alpha_syn=0.5)
+    assert r.output.shape == shape and torch.equal(r.i_final, i0) and torch.equal(r.v_final, v0)
+    g_u, g_i0 = torch.autograd.grad(r.output.sum() + r.i_final.sum(), (u, i0))
+    assert g_u.shape == shape and torch.equal(g_i0, torch.ones_like(i0))  # T = 0: i_final is i0
 
 
 @settings(max_examples=40, deadline=None)
