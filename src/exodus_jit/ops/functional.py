@@ -122,7 +122,8 @@ def _feature_param(name: str, value: ParamLike, x: Tensor) -> Tensor:
             # a CPU constant such as sinabs' IAF alpha = tensor(1.): a fill, not a host-to-device
             # copy (which CUDA graph capture forbids)
             return _constant(float(value), x)
-    value = value.to(device=x.device, dtype=dtype)
+    if value.device != x.device or value.dtype != dtype:
+        value = value.to(device=x.device, dtype=dtype)
     if value.numel() == 1:
         return value.reshape(1)
     try:
@@ -172,29 +173,32 @@ def _alpha_param(name: str, alpha: AlphaLike, x: Tensor) -> Tuple[Tensor, Option
     """(alpha as a kernel parameter, tau if the op takes tau's gradient itself else None,
     d alpha / d tau)."""
     if isinstance(alpha, Decay):
-        alpha_t, tau, slope = _decay_param(name, alpha, x)
-    else:
-        alpha_t, tau, slope = _feature_param(name, alpha, x), None, None
+        return _decay_param(name, alpha, x)  # checked there, once per alpha it computes
+    if isinstance(alpha, (int, float)):
+        if not 0.0 <= alpha <= 1.0:  # also refuses NaN
+            raise ValueError(f"{name} must lie in [0, 1] (alpha = exp(-1/tau)), got {alpha}")
+        return _feature_param(name, alpha, x), None, None
+    alpha_t = _feature_param(name, alpha, x)
     _check_alpha(name, alpha_t)
-    return alpha_t, tau, slope
+    return alpha_t, None, None
 
 
 def _decay_param(name: str, decay: Decay, x: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     tau = decay.tau
     if not isinstance(tau, Tensor):
         alpha = torch.exp(-1.0 / torch.tensor(float(tau), dtype=_registry.state_dtype(x.dtype)))
-        return _feature_param(name, alpha, x), None, None
+        return _checked_alpha(name, _feature_param(name, alpha, x)), None, None
     if (torch.compiler.is_compiling() or get_backend() == "reference"
             or type(tau) not in (Tensor, torch.nn.Parameter)):
         # traced graphs and the reference backend differentiate alpha with plain autograd
-        return _feature_param(name, torch.exp(-1.0 / tau), x), None, None
+        return _checked_alpha(name, _feature_param(name, torch.exp(-1.0 / tau), x)), None, None
     key = (tau._version, tau.data_ptr(), tau.dtype, x.device, x.dtype)
     held = _decays.get(id(tau))
     entry = held[1] if held is not None and held[0]() is tau else None
     if entry is None or entry.key != key:
         with torch.no_grad():
             alpha = torch.exp(-1.0 / tau)  # sinabs' expression: bit-identical alpha
-            entry = _DecayEntry(key, _feature_param(name, alpha, x), alpha / (tau * tau))
+            entry = _DecayEntry(key, _checked_alpha(name, _feature_param(name, alpha, x)), alpha / (tau * tau))
         _decays[id(tau)] = (weakref.ref(tau, _forget_decay(id(tau))), entry)
     return entry.alpha, (tau if tau.requires_grad and torch.is_grad_enabled() else None), entry.slope
 
@@ -223,6 +227,11 @@ def _is_eager_cpu(t: Tensor) -> bool:
     # Value checks read tensor contents: free on the CPU, a device sync on a GPU, and a graph
     # break under torch.compile; so they run only for eager CPU tensors.
     return t.device.type == "cpu" and not torch.compiler.is_compiling() and not isinstance(t, torch._subclasses.FakeTensor)
+
+
+def _checked_alpha(name: str, alpha: Tensor) -> Tensor:
+    _check_alpha(name, alpha)
+    return alpha
 
 
 def _check_alpha(name: str, alpha: Tensor) -> None:
@@ -297,7 +306,10 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
     threshold_t = _feature_param("threshold", threshold, u)
     subtract_t = threshold_t if subtract_value is None else _feature_param("subtract_value", subtract_value, u)
     min_v_t = None if min_v_mem is None else _feature_param("min_v_mem", min_v_mem, u)
-    if spike_kind != SpikeKind.NONE and _is_eager_cpu(threshold_t):
+    if spike_kind != SpikeKind.NONE and isinstance(threshold, (int, float)) and min_v_mem is None:
+        if not threshold > 0:  # a number: checked without tensor ops
+            raise ValueError("threshold must be positive")
+    elif spike_kind != SpikeKind.NONE and _is_eager_cpu(threshold_t):
         if bool((threshold_t <= 0).any()):
             raise ValueError("threshold must be positive")
         if min_v_t is not None and bool((threshold_t <= min_v_t).any()):
