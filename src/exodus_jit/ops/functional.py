@@ -112,7 +112,7 @@ def _feature_param(name: str, value: ParamLike, x: Tensor) -> Tensor:
     dtype = _registry.state_dtype(x.dtype)
     features = tuple(x.shape[2:])
     if not isinstance(value, Tensor):
-        if not isinstance(value, (int, float)):
+        if not _is_number(value):
             raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
         return _constant(float(value), x)
     if value.device != x.device:
@@ -174,12 +174,8 @@ def _alpha_param(name: str, alpha: AlphaLike, x: Tensor) -> Tuple[Tensor, Option
     d alpha / d tau)."""
     if isinstance(alpha, Decay):
         return _decay_param(name, alpha, x)  # checked there, once per alpha it computes
-    if isinstance(alpha, (int, float)):
-        if not 0.0 <= alpha <= 1.0:  # also refuses NaN
-            raise ValueError(f"{name} must lie in [0, 1] (alpha = exp(-1/tau)), got {alpha}")
-        return _feature_param(name, alpha, x), None, None
     alpha_t = _feature_param(name, alpha, x)
-    _check_alpha(name, alpha_t)
+    _check_alpha(name, alpha if _is_number(alpha) else alpha_t)
     return alpha_t, None, None
 
 
@@ -234,9 +230,38 @@ def _checked_alpha(name: str, alpha: Tensor) -> Tensor:
     return alpha
 
 
-def _check_alpha(name: str, alpha: Tensor) -> None:
-    if _is_eager_cpu(alpha) and bool(((alpha < 0) | (alpha > 1) | torch.isnan(alpha)).any()):
-        raise ValueError(f"{name} must lie in [0, 1] (alpha = exp(-1/tau)), got values outside")
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float))
+
+
+def _check_alpha(name: str, alpha: ParamLike) -> None:
+    """alpha in [0, 1]: a number everywhere, a tensor's values on eager CPU only."""
+    if _is_number(alpha):
+        bad = not 0.0 <= alpha <= 1.0  # also refuses NaN
+    else:
+        bad = _is_eager_cpu(alpha) and bool(((alpha < 0) | (alpha > 1) | torch.isnan(alpha)).any())
+    if bad:
+        raise ValueError(f"{name} must lie in [0, 1] (alpha = exp(-1/tau)), got "
+                         f"{alpha if _is_number(alpha) else 'values outside'}")
+
+
+def _check_threshold(threshold: ParamLike, threshold_t: Tensor, min_v: Optional[ParamLike],
+                     min_v_t: Optional[Tensor]) -> None:
+    """threshold > 0 and above min_v_mem: numbers everywhere, tensors' values on eager CPU only."""
+    if _is_number(threshold):
+        bad = not threshold > 0
+    else:
+        bad = _is_eager_cpu(threshold_t) and bool((threshold_t <= 0).any())
+    if bad:
+        raise ValueError("threshold must be positive")
+    if min_v is None:
+        return
+    if _is_number(threshold) and _is_number(min_v):
+        bad = not threshold > min_v
+    else:
+        bad = _is_eager_cpu(threshold_t) and bool((threshold_t <= min_v_t).any())
+    if bad:
+        raise ValueError("threshold must be above min_v_mem")
 
 
 def _surrogate_args(surrogate: SurrogateLike) -> Tuple[int, list]:
@@ -306,14 +331,8 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
     threshold_t = _feature_param("threshold", threshold, u)
     subtract_t = threshold_t if subtract_value is None else _feature_param("subtract_value", subtract_value, u)
     min_v_t = None if min_v_mem is None else _feature_param("min_v_mem", min_v_mem, u)
-    if spike_kind != SpikeKind.NONE and isinstance(threshold, (int, float)) and min_v_mem is None:
-        if not threshold > 0:  # a number: checked without tensor ops
-            raise ValueError("threshold must be positive")
-    elif spike_kind != SpikeKind.NONE and _is_eager_cpu(threshold_t):
-        if bool((threshold_t <= 0).any()):
-            raise ValueError("threshold must be positive")
-        if min_v_t is not None and bool((threshold_t <= min_v_t).any()):
-            raise ValueError("threshold must be above min_v_mem")
+    if spike_kind != SpikeKind.NONE:
+        _check_threshold(threshold, threshold_t, min_v_mem, min_v_t)
     surrogate_kind, surrogate_params = _surrogate_args(surrogate)
     u3 = _shaped(u, (B, T, _num_features(u)))
     syn = None
