@@ -468,36 +468,41 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
 
 }  // namespace
 
-template <typename A>
-void CpuBackend::run(const MembraneForwardArgs<A>& a) {
+// The membrane's loops for a call: the Cell loops (options compiled in) when it has no extras,
+// else the general block loops. cells(T{}, Cell*, b, f0, f1) and general(T{}, b, f0, f1) run one
+// block of neurons.
+template <typename A, class Args, typename Cells, typename General>
+void run_membrane(const Args& a, Cells cells, General general) {
   with_storage_type<A>(a.dtype, [&](auto tag) {
-    using T = decltype(tag);
     if (without_extras(a)) {
       with_cell_type(a.p, [&](auto* cell) {
-        using C = std::remove_pointer_t<decltype(cell)>;
-        for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_cells<T, C>(a, b, f0, f1); });
+        for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { cells(tag, cell, b, f0, f1); });
       });
     } else {
       TORCH_CHECK(!a.syn.present(), "the synaptic stage runs in the Cell loops only");
-      for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_forward_block<T, A>(a, b, f0, f1); });
+      for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { general(tag, b, f0, f1); });
     }
   });
 }
 
 template <typename A>
+void CpuBackend::run(const MembraneForwardArgs<A>& a) {
+  run_membrane<A>(
+      a,
+      [&](auto tag, auto* cell, int64_t b, int64_t f0, int64_t f1) {
+        membrane_forward_cells<decltype(tag), std::remove_pointer_t<decltype(cell)>>(a, b, f0, f1);
+      },
+      [&](auto tag, int64_t b, int64_t f0, int64_t f1) { membrane_forward_block<decltype(tag), A>(a, b, f0, f1); });
+}
+
+template <typename A>
 void CpuBackend::run(const MembraneBackwardArgs<A>& a) {
-  with_storage_type<A>(a.dtype, [&](auto tag) {
-    using T = decltype(tag);
-    if (without_extras(a)) {
-      with_cell_type(a.p, [&](auto* cell) {
-        using C = std::remove_pointer_t<decltype(cell)>;
-        for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_cells<T, C>(a, b, f0, f1); });
-      });
-    } else {
-      TORCH_CHECK(!a.syn.present(), "the synaptic stage runs in the Cell loops only");
-      for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_backward_block<T, A>(a, b, f0, f1); });
-    }
-  });
+  run_membrane<A>(
+      a,
+      [&](auto tag, auto* cell, int64_t b, int64_t f0, int64_t f1) {
+        membrane_backward_cells<decltype(tag), std::remove_pointer_t<decltype(cell)>>(a, b, f0, f1);
+      },
+      [&](auto tag, int64_t b, int64_t f0, int64_t f1) { membrane_backward_block<decltype(tag), A>(a, b, f0, f1); });
 }
 
 template <typename A>
