@@ -87,12 +87,115 @@ def ops_us(device: str, calls: int = 2000) -> dict:
     return result
 
 
+def _best_us(fn, calls: int, rounds: int = 5) -> float:
+    """Fewest microseconds per call over a few rounds (the host is shared; the minimum is the cost)."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn(calls)
+        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
+    return best
+
+
+def breakdown_us(device: str, calls: int = 1000) -> dict:
+    """Host microseconds per call of each layer of the LIF's call path, forward and backward
+    (tiny tensors), beside an empty autograd Function: which layer costs what."""
+    from exodus_jit import ops
+    from exodus_jit.ops import _extension, _registry, functional
+    from exodus_jit.ops._config import SaveKind
+
+    layer = layers.LIF(tau_mem=10.0).to(device)
+    x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
+    g = torch.randn(1, 1, 1, device=device)
+    options = layer._kernel_options()
+    v0 = torch.zeros(1, 1, device=device)
+    alpha, tau, slope = functional._alpha_param("alpha", ops.Decay(layer.tau_mem), x)
+    threshold = functional._feature_param("threshold", layer.spike_threshold, x)
+    config = (0.0, 1, 0, 0, True)
+    surrogate = options["surrogate"]
+    backend = _extension.backend_ops(torch.device(device))
+
+    class Identity(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a.view_as(a)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    def layer_call():
+        layer.reset_states()
+        return layer(x)
+
+    paths = {
+        "layer (reset_states + forward)": layer_call,
+        "ops.membrane": lambda: ops.membrane(x, v0, ops.Decay(layer.tau_mem), layer.spike_threshold,
+                                             norm_input=True, sum_output=True, **options).output,
+        "C++ autograd op": lambda: _registry.run_membrane_autograd(
+            x, v0, alpha, threshold, threshold, None, config, 1, [0.5, 1.0], False, True, tau, slope, (1,))[0],
+        "C++ autograd op, no tau grad": lambda: _registry.run_membrane_autograd(
+            x, v0, alpha, threshold, threshold, None, config, 1, [0.5, 1.0], False, True, None, None, (1,))[0],
+        "Python autograd Function": lambda: functional._Membrane.apply(
+            x, v0, alpha, threshold, threshold, None, config, surrogate, False, tau, slope, (1,), True)[0],
+        "empty autograd Function": lambda: Identity.apply(x),
+    }
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    result = {}
+    for name, make in paths.items():
+        for _ in range(50):
+            make().backward(g)
+        sync()
+
+        def forward(n, make=make):
+            for _ in range(n):
+                make()
+
+        def backward(n, make=make):
+            outs = [make() for _ in range(n)]
+            sync()
+            t0 = time.perf_counter()
+            for out in outs:
+                out.backward(g)
+            backward.elapsed = time.perf_counter() - t0
+
+        fwd = _best_us(forward, calls)
+        bwd = float("inf")
+        for _ in range(5):
+            backward(calls)
+            bwd = min(bwd, backward.elapsed / calls * 1e6)
+        result[name] = (fwd, bwd)
+        sync()
+    with torch.no_grad():
+        ckpt = backend.membrane_forward(x, v0, alpha, threshold, threshold, None, *config, int(SaveKind.CHECKPOINTS),
+                                        False, True)[1]
+
+        def raw_forward(n):
+            for _ in range(n):
+                _registry.run_membrane_forward(x, v0, alpha, threshold, threshold, None, config, 1, [0.5, 1.0],
+                                               SaveKind.CHECKPOINTS, False, True)
+
+        def raw_backward(n):
+            for _ in range(n):
+                backend.membrane_backward(g, None, None, None, ckpt, x, v0, alpha, threshold, threshold, None,
+                                          *config, 1, [0.5, 1.0], None, True)
+
+        result["backend ops (no autograd)"] = (_best_us(raw_forward, calls), _best_us(raw_backward, calls))
+    sync()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--profile", action="store_true", help="also show where the LIF's host time goes")
     parser.add_argument("--ops", action="store_true", help="also time direct calls of the backend ops")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time each layer of the LIF's call path (forward and backward)")
     args = parser.parse_args()
+    if args.breakdown:
+        for name, (fwd, bwd) in breakdown_us(args.device).items():
+            print(f"path host us/call on {args.device}: {name:32s} forward {fwd:6.1f}  backward {bwd:6.1f}")
     if args.ops:
         for name, us in ops_us(args.device).items():
             print(f"op host us/call on {args.device}: {name} {us:.1f}")

@@ -5,7 +5,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "cuda_kernels.h"
-#include "ops_impl.h"
+#include "ops_autograd.h"
 
 namespace exodus {
 
@@ -27,3 +27,4 @@ struct CudaBackend {
 }  // namespace exodus
 
 EXODUS_DEFINE_OPS(exodus_jit_cuda, exodus::CudaBackend)
+EXODUS_DEFINE_AUTOGRAD_OPS(exodus_jit_cuda, exodus::CudaBackend)

@@ -10,8 +10,8 @@ import torch
 
 from ..jit import CacheEntry, ExtensionSpec, prepare
 
-HEADERS = ("kernel_args.h", "neuron_math.h", "neuron_loops.h", "neuron_cell.h", "ops_impl.h", "cpu_backend.h",
-           "cuda_kernels.h", "cuda_membrane.cuh")
+HEADERS = ("kernel_args.h", "neuron_math.h", "neuron_loops.h", "neuron_cell.h", "ops_impl.h", "ops_autograd.h",
+           "cpu_backend.h", "cuda_kernels.h", "cuda_membrane.cuh")
 # Half conversions are written as static_casts, which torch's default nvcc flags switch off.
 HALF_CONVERSIONS = tuple(
     f"-U{macro}"

@@ -102,38 +102,42 @@ def _membrane_setup(ctx, inputs, output):
                   list(surrogate_params))
 
 
-def _direct(t: Tensor) -> bool:
+def direct(t: Tensor) -> bool:
     """Call the backend op directly: a plain tensor in eager mode. Anything traced (dynamo, fake or
     functional tensors of AOTAutograd, make_fx) goes through the public op and its fake impl."""
     return type(t) is torch.Tensor and not torch.compiler.is_compiling()
 
 
 def run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, config, surrogate_kind, surrogate_params,
-                         save, record, sum_out=False, synapse=None):
+                         save, record, sum_out=False):
     """The forward op: straight to the backend in eager mode (no Python dispatch layers per call),
     through the public custom op (fake impl included) while torch.compile traces. Returns
-    (output, saved, recorded states, final state, output sum, final current).
-
-    synapse: (i0, alpha_syn) of the fused synaptic stage (eager only; traced code runs
-    synaptic_current and membrane), or None."""
-    if _direct(u):
+    (output, saved, recorded states, final state, output sum)."""
+    if direct(u):
         return backend_ops(u.device).membrane_forward(u, v0, alpha, threshold, subtract, min_v, *config,
-                                                      int(save), record, sum_out, *(synapse or (None, None)))
-    if synapse is not None:
-        raise RuntimeError("the fused synaptic stage runs in eager mode only")
+                                                      int(save), record, sum_out)[:5]
     return membrane(u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind, surrogate_params,
-                    int(save), record, sum_out) + (None,)
+                    int(save), record, sum_out)
+
+
+def run_membrane_autograd(u, v0, alpha, threshold, subtract, min_v, config, surrogate_kind, surrogate_params,
+                          record, sum_out, tau, tau_slope, features, synapse=None):
+    """Forward and backward of a built-in surrogate's membrane in C++ (kernels/ops_autograd.h),
+    eager plain tensors only: (output, recorded states, final state, output sum, final current),
+    the absent ones empty. Differentiable in u, v0, alpha and tau (an ops.Decay's: its gradient is
+    alpha's times tau_slope), and with synapse = (i0, alpha_syn, tau_syn, tau_syn_slope) of the
+    fused synaptic stage in those too."""
+    return backend_ops(u.device).membrane_autograd(
+        u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind, surrogate_params, record, sum_out, tau,
+        tau_slope, features, *(synapse or ()))
 
 
 def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wrec, g_vfinal, alpha_grad,
-                   sigma=None, g_out_sum=None, synapse=None):
-    """(grad of u, grad of v0, alpha's gradient per neuron (B, F) or None, grad of i0 or None,
-    alpha_syn's gradient per neuron or None) from membrane's saved tensors (checkpoints, u, v0,
-    alpha, threshold, subtract, min_v) and the incoming gradients (None where unused).
-    reduce_param_grad sums the per-neuron gradients into their parameter's shape.
-
-    synapse: the fused synaptic stage's (i0, alpha_syn, grad of the final current or None,
-    whether alpha_syn needs its gradient), or None."""
+                   sigma=None, g_out_sum=None):
+    """(grad of u, grad of v0, alpha's gradient per neuron (B, F) or None) from membrane's saved
+    tensors (checkpoints, u, v0, alpha, threshold, subtract, min_v) and the incoming gradients
+    (None where unused). reduce_param_grad sums the per-neuron gradients into their parameter's
+    shape."""
     ckpt, u, v0, alpha, threshold, subtract, min_v = saved
     if g_out is None:
         # only the time sum's gradient (or none) came: a stride-0 zero costs no memory traffic
@@ -144,16 +148,11 @@ def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wre
         g_out_sum = None
     args = (g_out, g_out_sum, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v, *config,
             surrogate_kind, surrogate_params, sigma, alpha_grad)
-    if synapse is not None:
-        i0, alpha_syn, g_ifinal, alpha_syn_grad = synapse
-        g_u, g_v0, g_alpha, g_i0, g_alpha_syn = backend_ops(u.device).membrane_backward(
-            *args, g_ifinal, i0, alpha_syn, alpha_syn_grad)
-        return g_u, g_v0, g_alpha if alpha_grad else None, g_i0, g_alpha_syn if alpha_syn_grad else None
-    if _direct(u):
+    if direct(u):
         g_u, g_v0, g_alpha = backend_ops(u.device).membrane_backward(*args)[:3]
     else:
         g_u, g_v0, g_alpha = membrane_backward(*args)
-    return g_u, g_v0, g_alpha if alpha_grad else None, None, None
+    return g_u, g_v0, g_alpha if alpha_grad else None
 
 
 def _membrane_backward(ctx, g_out, g_saved, g_wrec, g_vfinal, g_out_sum):
@@ -162,7 +161,7 @@ def _membrane_backward(ctx, g_out, g_saved, g_wrec, g_vfinal, g_out_sum):
     reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, params = ctx.config
     saved = ctx.saved_tensors
     alpha_grad = ctx.needs_input_grad[2]
-    g_u, g_v0, g_alpha, _, _ = membrane_grads(
+    g_u, g_v0, g_alpha = membrane_grads(
         saved, (reset_value, spike_kind, max_spikes, reset_kind, norm_input), surrogate_kind, params,
         g_out, g_wrec, g_vfinal, alpha_grad, g_out_sum=g_out_sum)
     return (g_u, g_v0, reduce_param_grad(g_alpha, saved[3]) if alpha_grad else None) + (None,) * 13
@@ -203,7 +202,7 @@ def _(g_i, g_final, i_all, x, i0, alpha, alpha_grad):
 
 
 def run_synaptic_forward(x, i0, alpha):
-    if _direct(x):
+    if direct(x):
         return backend_ops(x.device).synaptic_forward(x, i0, alpha)
     return synaptic_current(x, i0, alpha)
 
@@ -214,7 +213,7 @@ def synaptic_grads(saved, g_i, g_final, alpha_grad):
     if g_i is None:
         g_i = torch.zeros_like(i_all)
     args = (g_i, g_final, i_all, x, i0, alpha, alpha_grad)
-    if _direct(x):
+    if direct(x):
         g_x, g_i0, g_alpha = backend_ops(x.device).synaptic_backward(*args)
     else:
         g_x, g_i0, g_alpha = synaptic_current_backward(*args)

@@ -308,7 +308,7 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
     _check_data("input", u)
     if (i_syn is None) != (alpha_syn is None):
         raise ValueError("i_syn and alpha_syn go together")
-    if alpha_syn is not None and not _fuses_synapse(surrogate, record_states):
+    if alpha_syn is not None and not _fuses_synapse(u, surrogate, record_states):
         current, i_final = synaptic_current(u, i_syn, alpha_syn)
         result = membrane(current, v0, alpha, threshold, spike=spike, max_spikes=max_spikes, reset=reset,
                           subtract_value=subtract_value, reset_value=reset_value, min_v_mem=min_v_mem,
@@ -355,10 +355,15 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
             out, _, w_rec, v_final, out_sum = _registry.membrane(
                 u3, state, alpha_t, threshold_t, subtract_t, min_v_t, *config, surrogate_kind, surrogate_params,
                 int(save), record_states, sum_output)
+        elif surrogate_kind != SurrogateKind.GIVEN and _registry.direct(u3):
+            # forward and backward in C++: one operator call, a backward without Python
+            out, w_rec, v_final, out_sum, i_final = _registry.run_membrane_autograd(
+                u3, state, alpha_t, threshold_t, subtract_t, min_v_t, config, surrogate_kind, surrogate_params,
+                record_states, sum_output, tau, slope, features, syn)
         else:
-            out, w_rec, v_final, out_sum, i_final = _Membrane.apply(
+            out, w_rec, v_final, out_sum = _Membrane.apply(
                 u3, state, alpha_t, threshold_t, subtract_t, min_v_t, config, surrogate, record_states, tau, slope,
-                features, sum_output, *(syn or (None,) * 4))
+                features, sum_output)
         if not record_states:
             w_rec = None
         if not sum_output:
@@ -374,10 +379,10 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
     )
 
 
-def _fuses_synapse(surrogate: SurrogateLike, record_states: bool) -> bool:
-    """Whether membrane() runs a synaptic stage inside its kernels (eager, compiled backend, no
-    recorded states, built-in surrogate) rather than as synaptic_current() first."""
-    return (get_backend() == "kernels" and not torch.compiler.is_compiling() and not record_states
+def _fuses_synapse(u: Tensor, surrogate: SurrogateLike, record_states: bool) -> bool:
+    """Whether membrane() runs a synaptic stage inside its kernels (eager plain tensors, compiled
+    backend, no recorded states, built-in surrogate) rather than as synaptic_current() first."""
+    return (get_backend() == "kernels" and _registry.direct(u) and not record_states
             and isinstance(surrogate, Surrogate) and surrogate.kind != SurrogateKind.GIVEN)
 
 
@@ -387,50 +392,45 @@ def _shaped(t: Tensor, shape) -> Tensor:
 
 
 class _Membrane(torch.autograd.Function):
-    """Autograd of the membrane kernels for the functional API: lighter per call than the custom
-    op's registered autograd (which serves direct torch.ops.exodus_jit.membrane users). With a
-    surrogate callable, backward evaluates it in PyTorch on the saved membrane."""
+    """Autograd of the membrane kernels for surrogates evaluated in PyTorch (and for tensors that
+    are not plain, such as fake tensors); built-in surrogates take the C++ Function
+    (kernels/ops_autograd.h). With a surrogate callable, backward evaluates it in PyTorch on the
+    membrane trajectory of one more forward pass."""
 
     @staticmethod
     def forward(ctx, u, v0, alpha, threshold, subtract, min_v, config, surrogate, record, tau, slope, features,
-                sum_out, i0=None, alpha_syn=None, tau_syn=None, slope_syn=None):
+                sum_out):
         kind, params = _surrogate_args(surrogate)
         needs_grad = ctx.needs_input_grad
-        save = SaveKind.CHECKPOINTS if any(needs_grad[:3]) or any(needs_grad[9:16]) else SaveKind.NOTHING
-        synapse = None if alpha_syn is None else (i0, alpha_syn)
-        out, ckpt, w_rec, v_final, out_sum, i_final = _registry.run_membrane_forward(
-            u, v0, alpha, threshold, subtract, min_v, config, kind, params, save, record, sum_out, synapse)
+        save = SaveKind.CHECKPOINTS if any(needs_grad[:3]) or needs_grad[9] else SaveKind.NOTHING
+        out, ckpt, w_rec, v_final, out_sum = _registry.run_membrane_forward(
+            u, v0, alpha, threshold, subtract, min_v, config, kind, params, save, record, sum_out)
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(ckpt, u, v0, alpha, threshold, subtract, min_v, *(synapse or ()))
+        ctx.save_for_backward(ckpt, u, v0, alpha, threshold, subtract, min_v)
         ctx.config, ctx.surrogate, ctx.kind, ctx.params = config, surrogate, kind, params
-        # alphas that came from tau (Decay): tau's gradient is taken here
-        ctx.decays = {9: (tau, slope), 15: (tau_syn, slope_syn)}
+        # an alpha that came from tau (Decay): tau's gradient is taken here
+        ctx.decays = {9: (tau, slope)}
         ctx.features = features
-        return out, w_rec, v_final, out_sum, i_final
+        return out, w_rec, v_final, out_sum
 
     @staticmethod
-    def backward(ctx, g_out, g_wrec, g_vfinal, g_out_sum, g_ifinal):
-        saved, synapse = ctx.saved_tensors[:7], ctx.saved_tensors[7:]
+    def backward(ctx, g_out, g_wrec, g_vfinal, g_out_sum):
+        saved = ctx.saved_tensors
         sigma = None
         if ctx.kind == SurrogateKind.GIVEN and ctx.config[1] != SpikeKind.NONE:
             # the callable needs the whole membrane trajectory: one more forward pass keeps it
             _, u, v0, alpha, threshold, subtract, min_v = saved
             with torch.no_grad():
-                _, v, _, _, _, _ = _registry.run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, ctx.config,
+                _, v, _, _, _ = _registry.run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, ctx.config,
                                                                ctx.kind, ctx.params, SaveKind.TRAJECTORY, False)
                 sigma = ctx.surrogate(v, threshold).to(v.dtype).expand_as(v).contiguous()
         needs_grad = ctx.needs_input_grad
-        if synapse:
-            synapse = (*synapse, g_ifinal, needs_grad[14] or needs_grad[15])
-        g_u, g_v0, g_alpha, g_i0, g_alpha_syn = _registry.membrane_grads(
+        g_u, g_v0, g_alpha = _registry.membrane_grads(
             saved, ctx.config, ctx.kind, ctx.params, g_out, g_wrec, g_vfinal, needs_grad[2] or needs_grad[9], sigma,
-            g_out_sum, synapse or None)
+            g_out_sum)
         g_alpha, g_tau = _param_grads(ctx, g_alpha, saved[3], alpha_index=2, tau_index=9)
-        g_alpha_syn, g_tau_syn = (_param_grads(ctx, g_alpha_syn, synapse[1], alpha_index=14, tau_index=15)
-                                  if synapse else (None, None))
         return (g_u if needs_grad[0] else None, g_v0 if needs_grad[1] else None, g_alpha,
-                None, None, None, None, None, None, g_tau, None, None, None,
-                g_i0 if needs_grad[13] else None, g_alpha_syn, g_tau_syn, None)
+                None, None, None, None, None, None, g_tau, None, None, None)
 
 
 class _Synaptic(torch.autograd.Function):

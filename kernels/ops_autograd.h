@@ -1,0 +1,180 @@
+// The layers' call path in C++: the membrane's forward and backward as one
+// torch::autograd::Function, registered as the operator membrane_autograd of each backend.
+//
+// A layer call then costs one operator call from Python, and its backward runs without Python:
+// the autograd engine calls backward() below directly, which runs the backward kernels and turns
+// the per-neuron gradient of alpha into the gradients of alpha and of tau (alpha = exp(-1/tau),
+// an ops.Decay) itself. Surrogates evaluated in PyTorch (SurrogateKind::Given) keep the Python
+// Function of exodus_jit/ops/functional.py, which calls the same Ops.
+#pragma once
+
+#include <ATen/ExpandUtils.h>
+#include <ATen/ops/zeros.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <array>
+#include <vector>
+
+#include "ops_impl.h"
+
+namespace exodus {
+
+// Positions of membrane_autograd's arguments (backward returns one gradient per argument).
+enum MembraneArg : int {
+  kArgU, kArgV0, kArgAlpha, kArgThreshold, kArgSubtract, kArgMinV, kArgResetValue, kArgSpikeKind, kArgMaxSpikes,
+  kArgResetKind, kArgNormInput, kArgSurrogateKind, kArgSurrogateParams, kArgRecord, kArgSumOut, kArgTau, kArgTauSlope,
+  kArgFeatures, kArgI0, kArgAlphaSyn, kArgTauSyn, kArgTauSynSlope, kArgCount
+};
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using OptTensor = c10::optional<at::Tensor>;
+
+// The gradient of tau from the per-neuron (B, F') gradient of alpha = exp(-1/tau): summed into
+// tau's shape, times d alpha / d tau (slope, in tau's shape). As ops.functional._decay_grad.
+inline at::Tensor decay_grad(const at::Tensor& per_neuron, const at::Tensor& tau, const at::Tensor& slope,
+                             at::IntArrayRef features) {
+  if (tau.numel() == 1) return per_neuron.sum().mul(slope).reshape(tau.sizes());
+  return per_neuron.sum(0).reshape(features).sum_to_size(tau.sizes()).mul(slope);
+}
+
+// A (B, F') per-neuron gradient summed into its parameter's (1,) or (F',) shape.
+inline at::Tensor reduce_param_grad(const at::Tensor& per_neuron, const at::Tensor& param) {
+  if (param.numel() == 1) return per_neuron.sum().reshape(param.sizes());
+  return per_neuron.sum(0).reshape(param.sizes());
+}
+
+template <class Backend>
+struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
+  // Saved tensors, in this order; absent optional ones are saved undefined.
+  enum Saved { kSavedCkpt, kSavedU, kSavedV0, kSavedAlpha, kSavedThreshold, kSavedSubtract, kSavedMinV, kSavedI0,
+               kSavedAlphaSyn, kSavedTau, kSavedTauSlope, kSavedTauSyn, kSavedTauSynSlope };
+
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& v0,
+                               const at::Tensor& alpha, const at::Tensor& threshold, const at::Tensor& subtract,
+                               const OptTensor& min_v, double reset_value, int64_t spike_kind, int64_t max_spikes,
+                               int64_t reset_kind, bool norm_input, int64_t surrogate_kind,
+                               at::ArrayRef<double> surrogate_params, bool record, bool sum_out,
+                               const OptTensor& tau, const OptTensor& tau_slope, at::IntArrayRef features,
+                               const OptTensor& i0, const OptTensor& alpha_syn, const OptTensor& tau_syn,
+                               const OptTensor& tau_syn_slope, bool save) {
+    TORCH_CHECK_VALUE(surrogate_kind != static_cast<int64_t>(SurrogateKind::Given),
+                      "membrane_autograd evaluates built-in surrogates only");
+    TORCH_CHECK_VALUE(tau.has_value() == tau_slope.has_value() && tau_syn.has_value() == tau_syn_slope.has_value(),
+                      "tau and its slope go together");
+    const int64_t save_kind = static_cast<int64_t>(save ? SaveKind::Checkpoints : SaveKind::Nothing);
+    auto [out, ckpt, w_rec, v_final, out_sum, i_final] =
+        Ops<Backend>::membrane_forward(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes,
+                                       reset_kind, norm_input, save_kind, record, sum_out, i0, alpha_syn);
+    ctx->set_materialize_grads(false);  // unused outputs get undefined gradients, not zeros to read
+    if (save) {
+      ctx->save_for_backward({ckpt, u, v0, alpha, threshold, subtract, min_v.value_or(at::Tensor()),
+                              i0.value_or(at::Tensor()), alpha_syn.value_or(at::Tensor()),
+                              tau.value_or(at::Tensor()), tau_slope.value_or(at::Tensor()),
+                              tau_syn.value_or(at::Tensor()), tau_syn_slope.value_or(at::Tensor())});
+      ctx->saved_data["config"] = std::vector<double>{reset_value, static_cast<double>(spike_kind),
+                                                      static_cast<double>(max_spikes), static_cast<double>(reset_kind),
+                                                      norm_input ? 1.0 : 0.0, static_cast<double>(surrogate_kind)};
+      ctx->saved_data["surrogate"] = surrogate_params.vec();
+      ctx->saved_data["features"] = features.vec();
+      ctx->saved_data["edges"] = edge_indices(min_v, tau, tau_slope, i0, alpha_syn, tau_syn, tau_syn_slope);
+    }
+    return {out, w_rec, v_final, out_sum, i_final};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // nothing saved: only inputs without gradients (threshold, subtract, min_v) asked for them
+    if (!ctx->saved_data.count("config")) return variable_list(kArgCount + 1);
+    const variable_list saved = ctx->get_saved_variables();
+    const std::vector<double> config = ctx->saved_data["config"].toDoubleVector();
+    const std::vector<double> surrogate_params = ctx->saved_data["surrogate"].toDoubleVector();
+    const std::vector<int64_t> features = ctx->saved_data["features"].toIntVector();
+    const std::vector<int64_t> edges = ctx->saved_data["edges"].toIntVector();
+    auto needs = [&](int arg) { return edges[arg] >= 0 && ctx->needs_input_grad(edges[arg]); };
+    // saved tensors absent when undefined; gradients also when empty (those of empty placeholder outputs)
+    auto saved_or_none = [](const at::Tensor& t) { return t.defined() ? OptTensor(t) : OptTensor(); };
+    auto grad_or_none = [](const at::Tensor& t) { return t.defined() && t.numel() > 0 ? OptTensor(t) : OptTensor(); };
+
+    const at::Tensor& u = saved[kSavedU];
+    at::Tensor g_out = grads[0];
+    if (!g_out.defined()) {
+      // only other outputs' gradients came: a stride-0 zero costs no memory traffic
+      g_out = at::zeros({}, u.options()).expand(u.sizes());
+    }
+    const at::Tensor& alpha = saved[kSavedAlpha];
+    const at::Tensor& alpha_syn = saved[kSavedAlphaSyn];
+    const bool syn = alpha_syn.defined();
+    const bool alpha_grad = needs(kArgAlpha) || needs(kArgTau);
+    const bool alpha_syn_grad = syn && (needs(kArgAlphaSyn) || needs(kArgTauSyn));
+    auto [g_u, g_v0, g_alpha, g_i0, g_alpha_syn] = Ops<Backend>::membrane_backward(
+        g_out, grad_or_none(grads[3]), grad_or_none(grads[1]), grad_or_none(grads[2]), saved[kSavedCkpt], u,
+        saved[kSavedV0], alpha, saved[kSavedThreshold], saved[kSavedSubtract], saved_or_none(saved[kSavedMinV]),
+        config[0],
+        static_cast<int64_t>(config[1]), static_cast<int64_t>(config[2]), static_cast<int64_t>(config[3]),
+        config[4] != 0.0, static_cast<int64_t>(config[5]), surrogate_params, c10::nullopt, alpha_grad,
+        syn ? grad_or_none(grads[4]) : OptTensor(), saved_or_none(saved[kSavedI0]), saved_or_none(alpha_syn),
+        alpha_syn_grad);
+
+    variable_list result(kArgCount);
+    if (needs(kArgU)) result[kArgU] = g_u;
+    if (needs(kArgV0)) result[kArgV0] = g_v0;
+    if (needs(kArgAlpha)) result[kArgAlpha] = reduce_param_grad(g_alpha, alpha);
+    if (needs(kArgTau)) result[kArgTau] = decay_grad(g_alpha, saved[kSavedTau], saved[kSavedTauSlope], features);
+    if (needs(kArgI0)) result[kArgI0] = g_i0;
+    if (needs(kArgAlphaSyn)) result[kArgAlphaSyn] = reduce_param_grad(g_alpha_syn, alpha_syn);
+    if (needs(kArgTauSyn))
+      result[kArgTauSyn] = decay_grad(g_alpha_syn, saved[kSavedTauSyn], saved[kSavedTauSynSlope], features);
+    result.emplace_back();  // the `save` flag
+    return result;
+  }
+
+  // For each argument, its index among the autograd edges (the tensor arguments present), or -1.
+  static std::vector<int64_t> edge_indices(const OptTensor& min_v, const OptTensor& tau, const OptTensor& tau_slope,
+                                           const OptTensor& i0, const OptTensor& alpha_syn, const OptTensor& tau_syn,
+                                           const OptTensor& tau_syn_slope) {
+    std::vector<int64_t> edges(kArgCount, -1);
+    int64_t next = 0;
+    for (int arg : {kArgU, kArgV0, kArgAlpha, kArgThreshold, kArgSubtract}) edges[arg] = next++;
+    const std::array<std::pair<int, const OptTensor*>, 7> optional = {{{kArgMinV, &min_v}, {kArgTau, &tau},
+        {kArgTauSlope, &tau_slope}, {kArgI0, &i0}, {kArgAlphaSyn, &alpha_syn}, {kArgTauSyn, &tau_syn},
+        {kArgTauSynSlope, &tau_syn_slope}}};
+    for (const auto& [arg, t] : optional)
+      if (t->has_value() && (*t)->defined()) edges[arg] = next++;
+    return edges;
+  }
+
+  // The operator: decides whether backward will be needed (as autograd will: grad mode on and an
+  // input that takes gradients), so forward keeps checkpoints only then.
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> call(
+      const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
+      const at::Tensor& subtract, const OptTensor& min_v, double reset_value, int64_t spike_kind,
+      int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t surrogate_kind,
+      at::ArrayRef<double> surrogate_params, bool record, bool sum_out, const OptTensor& tau,
+      const OptTensor& tau_slope, at::IntArrayRef features, const OptTensor& i0, const OptTensor& alpha_syn,
+      const OptTensor& tau_syn, const OptTensor& tau_syn_slope) {
+    auto takes_grad = [](const OptTensor& t) { return t.has_value() && t->defined() && t->requires_grad(); };
+    const bool save = at::GradMode::is_enabled() &&
+                      (u.requires_grad() || v0.requires_grad() || alpha.requires_grad() || takes_grad(tau) ||
+                       takes_grad(i0) || takes_grad(alpha_syn) || takes_grad(tau_syn));
+    variable_list out = MembraneFunction::apply(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
+                                                max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params,
+                                                record, sum_out, tau, tau_slope, features, i0, alpha_syn, tau_syn,
+                                                tau_syn_slope, save);
+    return {out[0], out[1], out[2], out[3], out[4]};
+  }
+};
+
+}  // namespace exodus
+
+// membrane_autograd in a backend namespace (beside EXODUS_DEFINE_OPS's operators): returns
+// (output, recorded states or empty, final state, output summed over time or empty, final
+// synaptic current or empty), differentiable in u, v0, alpha, tau, i0, alpha_syn and tau_syn.
+#define EXODUS_DEFINE_AUTOGRAD_OPS(NAMESPACE, BACKEND)                                                          \
+  TORCH_LIBRARY_FRAGMENT(NAMESPACE, m) {                                                                        \
+    m.def("membrane_autograd(Tensor u, Tensor v0, Tensor alpha, Tensor threshold, Tensor subtract, "           \
+          "Tensor? min_v, float reset_value, int spike_kind, int max_spikes, int reset_kind, bool norm_input, " \
+          "int surrogate_kind, float[] surrogate_params, bool record, bool sum_out, Tensor? tau, "              \
+          "Tensor? tau_slope, int[] features, Tensor? i0=None, Tensor? alpha_syn=None, Tensor? tau_syn=None, "  \
+          "Tensor? tau_syn_slope=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",                             \
+          &exodus::MembraneFunction<BACKEND>::call);                                                            \
+  }
