@@ -109,7 +109,7 @@ def breakdown_us(device: str, calls: int = 1000) -> dict:
     g = torch.randn(1, 1, 1, device=device)
     options = layer._kernel_options()
     v0 = torch.zeros(1, 1, device=device)
-    alpha, tau, slope = functional._alpha_param("alpha", ops.Decay(layer.tau_mem), x)
+    alpha = functional._decay_alpha("alpha", layer.tau_mem.detach(), x)
     threshold = functional._feature_param("threshold", layer.spike_threshold, x)
     config = (0.0, 1, 0, 0, True)
     surrogate = options["surrogate"]
@@ -132,12 +132,12 @@ def breakdown_us(device: str, calls: int = 1000) -> dict:
         "layer (reset_states + forward)": layer_call,
         "ops.membrane": lambda: ops.membrane(x, v0, ops.Decay(layer.tau_mem), layer.spike_threshold,
                                              norm_input=True, sum_output=True, **options).output,
-        "C++ autograd op": lambda: _registry.run_membrane_autograd(
-            x, v0, alpha, threshold, threshold, None, config, 1, [0.5, 1.0], False, True, tau, slope, (1,))[0],
-        "C++ autograd op, no tau grad": lambda: _registry.run_membrane_autograd(
-            x, v0, alpha, threshold, threshold, None, config, 1, [0.5, 1.0], False, True, None, None, (1,))[0],
+        "C++ autograd op (tau)": lambda: _registry.run_membrane_autograd(
+            x, v0, None, threshold, threshold, None, config, 1, [0.5, 1.0], False, True, layer.tau_mem, (1,))[0],
+        "C++ autograd op (alpha, no grad)": lambda: _registry.run_membrane_autograd(
+            x, v0, alpha, threshold, threshold, None, config, 1, [0.5, 1.0], False, True, None, (1,))[0],
         "Python autograd Function": lambda: functional._Membrane.apply(
-            x, v0, alpha, threshold, threshold, None, config, surrogate, False, tau, slope, (1,), True)[0],
+            x, v0, alpha, threshold, threshold, None, config, surrogate, False, True)[0],
         "empty autograd Function": lambda: Identity.apply(x),
     }
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

@@ -3,12 +3,13 @@
 //
 // A layer call then costs one operator call from Python, and its backward runs without Python:
 // the autograd engine calls backward() below directly, which runs the backward kernels and turns
-// the per-neuron gradient of alpha into the gradients of alpha and of tau (alpha = exp(-1/tau),
-// an ops.Decay) itself. Surrogates evaluated in PyTorch (SurrogateKind::Given) keep the Python
-// Function of exodus_jit/ops/functional.py, which calls the same Ops.
+// the per-neuron gradient of alpha into the gradients of alpha or of tau itself. Given tau (an
+// ops.Decay), forward computes alpha = exp(-1/tau) from tau's values at every call, with sinabs'
+// operations (so bit-identical to its alpha, and never stale, whichever way tau was changed).
+// Surrogates evaluated in PyTorch (SurrogateKind::Given) keep the Python Function of
+// exodus_jit/ops/functional.py, which calls the same Ops.
 #pragma once
 
-#include <ATen/ExpandUtils.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -22,20 +23,53 @@ namespace exodus {
 // Positions of membrane_autograd's arguments (backward returns one gradient per argument).
 enum MembraneArg : int {
   kArgU, kArgV0, kArgAlpha, kArgThreshold, kArgSubtract, kArgMinV, kArgResetValue, kArgSpikeKind, kArgMaxSpikes,
-  kArgResetKind, kArgNormInput, kArgSurrogateKind, kArgSurrogateParams, kArgRecord, kArgSumOut, kArgTau, kArgTauSlope,
-  kArgFeatures, kArgI0, kArgAlphaSyn, kArgTauSyn, kArgTauSynSlope, kArgCount
+  kArgResetKind, kArgNormInput, kArgSurrogateKind, kArgSurrogateParams, kArgRecord, kArgSumOut, kArgTau, kArgFeatures,
+  kArgI0, kArgAlphaSyn, kArgTauSyn, kArgCount
 };
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptTensor = c10::optional<at::Tensor>;
 
-// The gradient of tau from the per-neuron (B, F') gradient of alpha = exp(-1/tau): summed into
-// tau's shape, times d alpha / d tau (slope, in tau's shape). As ops.functional._decay_grad.
-inline at::Tensor decay_grad(const at::Tensor& per_neuron, const at::Tensor& tau, const at::Tensor& slope,
-                             at::IntArrayRef features) {
-  if (tau.numel() == 1) return per_neuron.sum().mul(slope).reshape(tau.sizes());
-  return per_neuron.sum(0).reshape(features).sum_to_size(tau.sizes()).mul(slope);
+// alpha = exp(-1/tau) in tau's shape and dtype, as sinabs computes it (torch.exp(-1.0 / tau) is
+// reciprocal, times -1, exp); also 1/tau, which tau's gradient needs.
+inline std::pair<at::Tensor, at::Tensor> decay_of(const at::Tensor& tau) {
+  at::Tensor reciprocal = tau.reciprocal();
+  return {reciprocal.mul(-1.0).exp(), reciprocal};
+}
+
+// A parameter (of any shape broadcastable to the neuron shape) in the kernels' form: (1,) or (F',)
+// in the state dtype. As ops.functional._feature_param.
+inline at::Tensor kernel_param(const at::Tensor& value, at::ScalarType st, at::IntArrayRef features) {
+  const at::Tensor typed = value.to(st);
+  if (typed.numel() == 1) return typed.reshape({1});
+  return typed.expand(features).reshape({-1});
+}
+
+// Values of an alpha computed from tau lie in [0, 1]: checked where reading them is free (the
+// CPU; read directly, tensor ops would cost more than the check).
+inline void check_decay(const at::Tensor& alpha, const char* name) {
+  if (!alpha.device().is_cpu()) return;
+  const at::Tensor values = alpha.contiguous();
+  bool bad = false;
+  with_state_type(values.scalar_type(), [&](auto zero) {
+    using A = decltype(zero);
+    const A* v = values.data_ptr<A>();
+    for (int64_t i = 0; i < values.numel(); ++i) bad |= !(v[i] >= A(0) && v[i] <= A(1));  // NaN too
+  });
+  TORCH_CHECK_VALUE(!bad, name, " must lie in [0, 1] (alpha = exp(-1/tau)), got values outside");
+}
+
+// The gradient of tau from the per-neuron (B, F') gradient of alpha = exp(-1/tau) (decay and
+// 1/tau in tau's shape): with the operations, in the order, that autograd runs for
+// kernel_param(decay_of(tau)), so it equals the two-op path's gradient to the bit.
+inline at::Tensor decay_grad(const at::Tensor& per_neuron, const at::Tensor& tau, const at::Tensor& decay,
+                             const at::Tensor& reciprocal, at::IntArrayRef features) {
+  const at::Tensor g_decay =
+      (tau.numel() == 1 ? per_neuron.sum() : per_neuron.sum(0).reshape(features).sum_to_size(tau.sizes()))
+          .to(tau.scalar_type())
+          .reshape(tau.sizes());
+  return g_decay.mul(decay).mul(reciprocal.mul(reciprocal));  // exp's, then the reciprocal's backward
 }
 
 // A (B, F') per-neuron gradient summed into its parameter's (1,) or (F',) shape.
@@ -48,20 +82,32 @@ template <class Backend>
 struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
   // Saved tensors, in this order; absent optional ones are saved undefined.
   enum Saved { kSavedCkpt, kSavedU, kSavedV0, kSavedAlpha, kSavedThreshold, kSavedSubtract, kSavedMinV, kSavedI0,
-               kSavedAlphaSyn, kSavedTau, kSavedTauSlope, kSavedTauSyn, kSavedTauSynSlope };
+               kSavedAlphaSyn, kSavedTau, kSavedDecay, kSavedReciprocal, kSavedTauSyn, kSavedDecaySyn,
+               kSavedReciprocalSyn };
 
   static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& v0,
-                               const at::Tensor& alpha, const at::Tensor& threshold, const at::Tensor& subtract,
+                               const OptTensor& alpha_given, const at::Tensor& threshold, const at::Tensor& subtract,
                                const OptTensor& min_v, double reset_value, int64_t spike_kind, int64_t max_spikes,
                                int64_t reset_kind, bool norm_input, int64_t surrogate_kind,
                                at::ArrayRef<double> surrogate_params, bool record, bool sum_out,
-                               const OptTensor& tau, const OptTensor& tau_slope, at::IntArrayRef features,
-                               const OptTensor& i0, const OptTensor& alpha_syn, const OptTensor& tau_syn,
-                               const OptTensor& tau_syn_slope, bool save) {
+                               const OptTensor& tau, at::IntArrayRef features, const OptTensor& i0,
+                               const OptTensor& alpha_syn_given, const OptTensor& tau_syn, bool save) {
     TORCH_CHECK_VALUE(surrogate_kind != static_cast<int64_t>(SurrogateKind::Given),
                       "membrane_autograd evaluates built-in surrogates only");
-    TORCH_CHECK_VALUE(tau.has_value() == tau_slope.has_value() && tau_syn.has_value() == tau_syn_slope.has_value(),
-                      "tau and its slope go together");
+    TORCH_CHECK_VALUE(alpha_given.has_value() != tau.has_value(), "give alpha or tau");
+    TORCH_CHECK_VALUE(!i0.has_value() || alpha_syn_given.has_value() != tau_syn.has_value(),
+                      "with i0, give alpha_syn or tau_syn");
+    const at::ScalarType st = state_type(u.scalar_type());
+    // alphas from taus: computed now, so changes of tau's values (also through .data) always show
+    const auto [decay, reciprocal] = tau.has_value() ? decay_of(*tau) : std::pair<at::Tensor, at::Tensor>();
+    const auto [decay_syn, reciprocal_syn] =
+        tau_syn.has_value() && i0.has_value() ? decay_of(*tau_syn) : std::pair<at::Tensor, at::Tensor>();
+    const at::Tensor alpha = tau.has_value() ? kernel_param(decay, st, features) : *alpha_given;
+    OptTensor alpha_syn;
+    if (i0.has_value()) alpha_syn = decay_syn.defined() ? kernel_param(decay_syn, st, features) : *alpha_syn_given;
+    if (decay.defined()) check_decay(alpha, "alpha");
+    if (decay_syn.defined()) check_decay(*alpha_syn, "alpha_syn");
+
     const int64_t save_kind = static_cast<int64_t>(save ? SaveKind::Checkpoints : SaveKind::Nothing);
     auto [out, ckpt, w_rec, v_final, out_sum, i_final] =
         Ops<Backend>::membrane_forward(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes,
@@ -70,14 +116,14 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     if (save) {
       ctx->save_for_backward({ckpt, u, v0, alpha, threshold, subtract, min_v.value_or(at::Tensor()),
                               i0.value_or(at::Tensor()), alpha_syn.value_or(at::Tensor()),
-                              tau.value_or(at::Tensor()), tau_slope.value_or(at::Tensor()),
-                              tau_syn.value_or(at::Tensor()), tau_syn_slope.value_or(at::Tensor())});
+                              tau.value_or(at::Tensor()), decay, reciprocal, tau_syn.value_or(at::Tensor()),
+                              decay_syn, reciprocal_syn});
       ctx->saved_data["config"] = std::vector<double>{reset_value, static_cast<double>(spike_kind),
                                                       static_cast<double>(max_spikes), static_cast<double>(reset_kind),
                                                       norm_input ? 1.0 : 0.0, static_cast<double>(surrogate_kind)};
       ctx->saved_data["surrogate"] = surrogate_params.vec();
       ctx->saved_data["features"] = features.vec();
-      ctx->saved_data["edges"] = edge_indices(min_v, tau, tau_slope, i0, alpha_syn, tau_syn, tau_syn_slope);
+      ctx->saved_data["edges"] = edge_indices(alpha_given, min_v, tau, i0, alpha_syn_given, tau_syn);
     }
     return {out, w_rec, v_final, out_sum, i_final};
   }
@@ -119,47 +165,46 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     if (needs(kArgU)) result[kArgU] = g_u;
     if (needs(kArgV0)) result[kArgV0] = g_v0;
     if (needs(kArgAlpha)) result[kArgAlpha] = reduce_param_grad(g_alpha, alpha);
-    if (needs(kArgTau)) result[kArgTau] = decay_grad(g_alpha, saved[kSavedTau], saved[kSavedTauSlope], features);
+    if (needs(kArgTau))
+      result[kArgTau] = decay_grad(g_alpha, saved[kSavedTau], saved[kSavedDecay], saved[kSavedReciprocal], features);
     if (needs(kArgI0)) result[kArgI0] = g_i0;
     if (needs(kArgAlphaSyn)) result[kArgAlphaSyn] = reduce_param_grad(g_alpha_syn, alpha_syn);
     if (needs(kArgTauSyn))
-      result[kArgTauSyn] = decay_grad(g_alpha_syn, saved[kSavedTauSyn], saved[kSavedTauSynSlope], features);
+      result[kArgTauSyn] = decay_grad(g_alpha_syn, saved[kSavedTauSyn], saved[kSavedDecaySyn],
+                                      saved[kSavedReciprocalSyn], features);
     result.emplace_back();  // the `save` flag
     return result;
   }
 
   // For each argument, its index among the autograd edges (the tensor arguments present), or -1.
-  static std::vector<int64_t> edge_indices(const OptTensor& min_v, const OptTensor& tau, const OptTensor& tau_slope,
-                                           const OptTensor& i0, const OptTensor& alpha_syn, const OptTensor& tau_syn,
-                                           const OptTensor& tau_syn_slope) {
+  static std::vector<int64_t> edge_indices(const OptTensor& alpha, const OptTensor& min_v, const OptTensor& tau,
+                                           const OptTensor& i0, const OptTensor& alpha_syn, const OptTensor& tau_syn) {
     std::vector<int64_t> edges(kArgCount, -1);
     int64_t next = 0;
-    for (int arg : {kArgU, kArgV0, kArgAlpha, kArgThreshold, kArgSubtract}) edges[arg] = next++;
-    const std::array<std::pair<int, const OptTensor*>, 7> optional = {{{kArgMinV, &min_v}, {kArgTau, &tau},
-        {kArgTauSlope, &tau_slope}, {kArgI0, &i0}, {kArgAlphaSyn, &alpha_syn}, {kArgTauSyn, &tau_syn},
-        {kArgTauSynSlope, &tau_syn_slope}}};
-    for (const auto& [arg, t] : optional)
-      if (t->has_value() && (*t)->defined()) edges[arg] = next++;
+    auto present = [](const OptTensor* t) { return t == nullptr || (t->has_value() && (*t)->defined()); };
+    const std::array<std::pair<int, const OptTensor*>, 10> order = {{{kArgU, nullptr}, {kArgV0, nullptr},
+        {kArgAlpha, &alpha}, {kArgThreshold, nullptr}, {kArgSubtract, nullptr}, {kArgMinV, &min_v}, {kArgTau, &tau},
+        {kArgI0, &i0}, {kArgAlphaSyn, &alpha_syn}, {kArgTauSyn, &tau_syn}}};
+    for (const auto& [arg, t] : order)
+      if (present(t)) edges[arg] = next++;
     return edges;
   }
 
   // The operator: decides whether backward will be needed (as autograd will: grad mode on and an
   // input that takes gradients), so forward keeps checkpoints only then.
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> call(
-      const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
+      const at::Tensor& u, const at::Tensor& v0, const OptTensor& alpha, const at::Tensor& threshold,
       const at::Tensor& subtract, const OptTensor& min_v, double reset_value, int64_t spike_kind,
       int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t surrogate_kind,
       at::ArrayRef<double> surrogate_params, bool record, bool sum_out, const OptTensor& tau,
-      const OptTensor& tau_slope, at::IntArrayRef features, const OptTensor& i0, const OptTensor& alpha_syn,
-      const OptTensor& tau_syn, const OptTensor& tau_syn_slope) {
+      at::IntArrayRef features, const OptTensor& i0, const OptTensor& alpha_syn, const OptTensor& tau_syn) {
     auto takes_grad = [](const OptTensor& t) { return t.has_value() && t->defined() && t->requires_grad(); };
     const bool save = at::GradMode::is_enabled() &&
-                      (u.requires_grad() || v0.requires_grad() || alpha.requires_grad() || takes_grad(tau) ||
+                      (u.requires_grad() || v0.requires_grad() || takes_grad(alpha) || takes_grad(tau) ||
                        takes_grad(i0) || takes_grad(alpha_syn) || takes_grad(tau_syn));
     variable_list out = MembraneFunction::apply(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
                                                 max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params,
-                                                record, sum_out, tau, tau_slope, features, i0, alpha_syn, tau_syn,
-                                                tau_syn_slope, save);
+                                                record, sum_out, tau, features, i0, alpha_syn, tau_syn, save);
     return {out[0], out[1], out[2], out[3], out[4]};
   }
 };
@@ -168,13 +213,15 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
 
 // membrane_autograd in a backend namespace (beside EXODUS_DEFINE_OPS's operators): returns
 // (output, recorded states or empty, final state, output summed over time or empty, final
-// synaptic current or empty), differentiable in u, v0, alpha, tau, i0, alpha_syn and tau_syn.
+// synaptic current or empty), differentiable in u, v0, alpha or tau, i0, alpha_syn or tau_syn.
+// Give alpha in the kernels' form ((1,) or (F',), state dtype) or tau (any shape broadcastable
+// to the neuron shape `features`); with i0 likewise alpha_syn or tau_syn.
 #define EXODUS_DEFINE_AUTOGRAD_OPS(NAMESPACE, BACKEND)                                                          \
   TORCH_LIBRARY_FRAGMENT(NAMESPACE, m) {                                                                        \
-    m.def("membrane_autograd(Tensor u, Tensor v0, Tensor alpha, Tensor threshold, Tensor subtract, "           \
+    m.def("membrane_autograd(Tensor u, Tensor v0, Tensor? alpha, Tensor threshold, Tensor subtract, "          \
           "Tensor? min_v, float reset_value, int spike_kind, int max_spikes, int reset_kind, bool norm_input, " \
           "int surrogate_kind, float[] surrogate_params, bool record, bool sum_out, Tensor? tau, "              \
-          "Tensor? tau_slope, int[] features, Tensor? i0=None, Tensor? alpha_syn=None, Tensor? tau_syn=None, "  \
-          "Tensor? tau_syn_slope=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",                             \
+          "int[] features, Tensor? i0=None, Tensor? alpha_syn=None, Tensor? tau_syn=None) "                     \
+          "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",                                                        \
           &exodus::MembraneFunction<BACKEND>::call);                                                            \
   }

@@ -313,6 +313,11 @@ def test_torch_compile_fullgraph_equals_eager(device):
          ValueError, "i_syn must have shape"),
         (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 0.9, i_syn=torch.zeros(2, 4), alpha_syn=1.5),
          ValueError, r"alpha_syn must lie in \[0, 1\]"),
+        # alpha = exp(-1/tau) > 1 for a negative tau (computed inside the C++ op)
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), ops.Decay(torch.tensor(-2.0))), ValueError,
+         r"alpha must lie in \[0, 1\]"),
+        (lambda: ops.membrane(torch.zeros(2, 3, 4), torch.zeros(2, 4), 0.9, i_syn=torch.zeros(2, 4),
+                              alpha_syn=ops.Decay(torch.full((4,), -2.0))), ValueError, r"alpha_syn must lie in \[0, 1\]"),
     ],
 )
 def test_bad_input_is_a_clear_error(call, error, match):

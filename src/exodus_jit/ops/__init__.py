@@ -8,10 +8,11 @@ from . import reference
 from ._config import ResetKind, SpikeKind, Surrogate, SurrogateKind
 from ._extension import build as build_extension
 from ._extension import cpu_spec, cuda_spec, kernels_dir
-from .functional import Decay, MembraneOutput, get_backend, membrane, set_backend, synaptic_current
+from .functional import Decay, MembraneCall, MembraneOutput, get_backend, membrane, set_backend, synaptic_current
 
 __all__ = [
     "Decay",
+    "MembraneCall",
     "MembraneOutput",
     "ResetKind",
     "SpikeKind",

@@ -121,15 +121,16 @@ def run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, config, surro
 
 
 def run_membrane_autograd(u, v0, alpha, threshold, subtract, min_v, config, surrogate_kind, surrogate_params,
-                          record, sum_out, tau, tau_slope, features, synapse=None):
+                          record, sum_out, tau, features, synapse=None):
     """Forward and backward of a built-in surrogate's membrane in C++ (kernels/ops_autograd.h),
     eager plain tensors only: (output, recorded states, final state, output sum, final current),
-    the absent ones empty. Differentiable in u, v0, alpha and tau (an ops.Decay's: its gradient is
-    alpha's times tau_slope), and with synapse = (i0, alpha_syn, tau_syn, tau_syn_slope) of the
-    fused synaptic stage in those too."""
+    the absent ones empty. Give alpha (a kernel parameter) or tau (an ops.Decay's, any shape that
+    broadcasts to the neuron shape `features`: the op computes alpha = exp(-1/tau) and tau's
+    gradient); synapse = (i0, alpha_syn, tau_syn) of the fused synaptic stage, one of the two
+    given. Differentiable in u, v0, alpha, tau, i0, alpha_syn and tau_syn."""
     return backend_ops(u.device).membrane_autograd(
         u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind, surrogate_params, record, sum_out, tau,
-        tau_slope, features, *(synapse or ()))
+        features, *(synapse or ()))
 
 
 def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wrec, g_vfinal, alpha_grad,

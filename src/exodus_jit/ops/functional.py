@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import weakref
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple, Union
 
@@ -27,12 +26,12 @@ class Decay:
     """The decay alpha = exp(-1/tau) of a time constant tau, as the ops' alpha argument.
 
     Same values as computing ``torch.exp(-1.0 / tau)`` and passing that (sinabs' expression, so
-    bit-identical), but cheaper per call: alpha is kept until tau changes (its version counter),
-    and tau's gradient, alpha / tau**2 times alpha's, is taken inside the op's backward instead of
-    through three more autograd nodes.
+    bit-identical), but cheaper per call: on the compiled kernels (eager mode, built-in
+    surrogates) the op computes alpha from tau's current values itself and takes tau's gradient,
+    alpha / tau**2 times alpha's, in its backward instead of through three more autograd nodes.
     """
 
-    tau: Tensor
+    tau: Union[Number, Tensor]
 
 
 ParamLike = Union[Number, Tensor]
@@ -153,70 +152,27 @@ def _constant(value: float, x: Tensor) -> Tensor:
     return t
 
 
-@dataclass
-class _DecayEntry:
-    key: tuple
-    alpha: Tensor  # as _feature_param makes it
-    slope: Tensor  # d alpha / d tau, in tau's shape
-
-
-# Per tau tensor, by id (a WeakKeyDictionary would compare tensors with ==); an entry goes with its
-# tensor.
-_decays: Dict[int, Tuple["weakref.ref[Tensor]", _DecayEntry]] = {}
-
-
-def _forget_decay(key: int):
-    return lambda _: _decays.pop(key, None)
-
-
-def _alpha_param(name: str, alpha: AlphaLike, x: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """(alpha as a kernel parameter, tau if the op takes tau's gradient itself else None,
-    d alpha / d tau)."""
+def _alpha_param(name: str, alpha: AlphaLike, x: Tensor) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """(alpha as a kernel parameter, None), or (None, tau) for a Decay whose alpha the op computes
+    from tau at every call (see _decay_alpha for the paths that need alpha itself)."""
     if isinstance(alpha, Decay):
-        return _decay_param(name, alpha, x)  # checked there, once per alpha it computes
+        tau = alpha.tau
+        if not isinstance(tau, Tensor):
+            value = torch.exp(-1.0 / torch.tensor(float(tau), dtype=_registry.state_dtype(x.dtype)))
+            return _checked_alpha(name, _feature_param(name, value, x)), None
+        if type(tau) not in (Tensor, torch.nn.Parameter) or tau.device != x.device:
+            return _decay_alpha(name, tau, x), None  # subclasses, other devices: plain autograd
+        _feature_param(name, tau, x)  # refuses a tau that does not broadcast to the neurons, now
+        return None, tau
     alpha_t = _feature_param(name, alpha, x)
     _check_alpha(name, alpha if _is_number(alpha) else alpha_t)
-    return alpha_t, None, None
+    return alpha_t, None
 
 
-def _decay_param(name: str, decay: Decay, x: Tensor) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    tau = decay.tau
-    if not isinstance(tau, Tensor):
-        alpha = torch.exp(-1.0 / torch.tensor(float(tau), dtype=_registry.state_dtype(x.dtype)))
-        return _checked_alpha(name, _feature_param(name, alpha, x)), None, None
-    if (torch.compiler.is_compiling() or get_backend() == "reference"
-            or type(tau) not in (Tensor, torch.nn.Parameter)):
-        # traced graphs and the reference backend differentiate alpha with plain autograd
-        return _checked_alpha(name, _feature_param(name, torch.exp(-1.0 / tau), x)), None, None
-    key = (tau._version, tau.data_ptr(), tau.dtype, x.device, x.dtype)
-    held = _decays.get(id(tau))
-    entry = held[1] if held is not None and held[0]() is tau else None
-    if entry is None or entry.key != key:
-        with torch.no_grad():
-            alpha = torch.exp(-1.0 / tau)  # sinabs' expression: bit-identical alpha
-            entry = _DecayEntry(key, _checked_alpha(name, _feature_param(name, alpha, x)), alpha / (tau * tau))
-        _decays[id(tau)] = (weakref.ref(tau, _forget_decay(id(tau))), entry)
-    return entry.alpha, (tau if tau.requires_grad and torch.is_grad_enabled() else None), entry.slope
-
-
-def _decay_grad(per_neuron: Tensor, tau: Tensor, slope: Tensor, features: Tuple[int, ...]) -> Tensor:
-    """tau's gradient from alpha's gradient per neuron (B, F'): summed into tau's shape, times
-    d alpha / d tau (two ops for a scalar tau)."""
-    if tau.numel() == 1:
-        return _shaped(per_neuron.sum() * slope, tau.shape)
-    return per_neuron.sum(0).reshape(features).sum_to_size(tau.shape) * slope
-
-
-def _param_grads(ctx, per_neuron: Optional[Tensor], alpha: Tensor, alpha_index: int, tau_index: int):
-    """(alpha's gradient, tau's gradient) that the Function's backward returns, from alpha's
-    gradient per neuron; None where not needed."""
-    needs_grad = ctx.needs_input_grad
-    g_alpha = _registry.reduce_param_grad(per_neuron, alpha) if needs_grad[alpha_index] else None
-    g_tau = None
-    if needs_grad[tau_index]:
-        tau, slope = ctx.decays[tau_index]
-        g_tau = _decay_grad(per_neuron, tau, slope, ctx.features)
-    return g_alpha, g_tau
+def _decay_alpha(name: str, tau: Tensor, x: Tensor) -> Tensor:
+    """alpha = exp(-1/tau) as a kernel parameter, differentiable in tau through plain autograd:
+    for the paths that take alpha rather than tau (reference, traced, Python Function)."""
+    return _checked_alpha(name, _feature_param(name, torch.exp(-1.0 / tau), x))
 
 
 def _is_eager_cpu(t: Tensor) -> bool:
@@ -305,78 +261,130 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
         i_syn: synaptic current before the first step (B, *F), with alpha_syn.
         alpha_syn: its decay per step, exp(-1/tau_syn), or Decay(tau_syn).
     """
-    _check_data("input", u)
-    if (i_syn is None) != (alpha_syn is None):
-        raise ValueError("i_syn and alpha_syn go together")
-    if alpha_syn is not None and not _fuses_synapse(u, surrogate, record_states):
-        current, i_final = synaptic_current(u, i_syn, alpha_syn)
-        result = membrane(current, v0, alpha, threshold, spike=spike, max_spikes=max_spikes, reset=reset,
-                          subtract_value=subtract_value, reset_value=reset_value, min_v_mem=min_v_mem,
-                          norm_input=norm_input, surrogate=surrogate, record_states=record_states,
-                          sum_output=sum_output)
-        result.output = result.output.to(u.dtype)  # as the fused kernels write it
-        result.i_final = i_final
-        return result
-    spike_kind = SPIKE_NAMES[spike] if isinstance(spike, str) else SpikeKind(spike)
-    reset_kind = RESET_NAMES[reset] if isinstance(reset, str) else ResetKind(reset)
-    if spike_kind == SpikeKind.MAX:
-        if max_spikes is None:
-            spike_kind = SpikeKind.MULTI  # sinabs' MaxSpike(None) is MultiSpike
-        elif int(max_spikes) < 1:
-            raise ValueError(f"max_spikes must be at least 1, got {max_spikes}")
-    B, T = u.shape[0], u.shape[1]
-    features = tuple(u.shape[2:])
-    state = _check_state("v0", v0, u)
-    alpha_t, tau, slope = _alpha_param("alpha", alpha, u)
-    threshold_t = _feature_param("threshold", threshold, u)
-    subtract_t = threshold_t if subtract_value is None else _feature_param("subtract_value", subtract_value, u)
-    min_v_t = None if min_v_mem is None else _feature_param("min_v_mem", min_v_mem, u)
-    if spike_kind != SpikeKind.NONE:
-        _check_threshold(threshold, threshold_t, min_v_mem, min_v_t)
-    surrogate_kind, surrogate_params = _surrogate_args(surrogate)
-    u3 = _shaped(u, (B, T, _num_features(u)))
-    syn = None
-    if alpha_syn is not None:
-        syn = (_check_state("i_syn", i_syn, u), *_alpha_param("alpha_syn", alpha_syn, u))
+    call = MembraneCall(u, alpha, threshold, spike=spike, max_spikes=max_spikes, reset=reset,
+                        subtract_value=subtract_value, reset_value=reset_value, min_v_mem=min_v_mem,
+                        norm_input=norm_input, surrogate=surrogate, record_states=record_states,
+                        sum_output=sum_output, alpha_syn=alpha_syn)
+    return call(u, v0, i_syn)
 
-    out_sum = i_final = None
-    if get_backend() == "reference":
-        out, w_rec, v_final = reference.membrane(
-            u3, state, alpha_t, threshold_t, subtract_t, min_v_t, float(reset_value), spike_kind,
-            int(max_spikes or 0), reset_kind, norm_input, surrogate, record_states)
-        if sum_output:
-            out_sum = out.to(state.dtype).sum(1)
-    else:
-        config = (float(reset_value), int(spike_kind), int(max_spikes or 0), int(reset_kind), bool(norm_input))
-        if torch.compiler.is_compiling() and surrogate_kind != SurrogateKind.GIVEN:
-            # traced graphs use the custom op and its registered autograd
-            needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u3, state, alpha_t))
-            save = SaveKind.CHECKPOINTS if needs_grad else SaveKind.NOTHING
-            out, _, w_rec, v_final, out_sum = _registry.membrane(
-                u3, state, alpha_t, threshold_t, subtract_t, min_v_t, *config, surrogate_kind, surrogate_params,
-                int(save), record_states, sum_output)
-        elif surrogate_kind != SurrogateKind.GIVEN and _registry.direct(u3):
+
+class MembraneCall:
+    """membrane() with its parameters checked and converted once, for inputs of one dtype, device
+    and neuron shape (those of `u`, whose values are not read): calling it with (u, v0, i_syn)
+    is membrane(u, v0, ...) with the arguments given here, and costs per call only the checks
+    of the input and states. A layer keeps one between calls.
+
+    Alphas given as Decay(tau) are computed from tau at every call on the compiled kernels; other
+    parameter tensors are read live where `reads_live` says so (the given tensor or a view of
+    it), else their values of now are kept (a copy to another dtype or device). Value checks run
+    here, once.
+    """
+
+    def __init__(self, u: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0, *,
+                 spike: Union[str, SpikeKind] = "multi", max_spikes: Optional[int] = None,
+                 reset: Union[str, ResetKind] = "subtract", subtract_value: Optional[ParamLike] = None,
+                 reset_value: float = 0.0, min_v_mem: Optional[ParamLike] = None, norm_input: bool = False,
+                 surrogate: SurrogateLike = Surrogate.single_exponential(),
+                 record_states: bool = False, sum_output: bool = False,
+                 alpha_syn: Optional[AlphaLike] = None):
+        _check_data("input", u)
+        spike_kind = SPIKE_NAMES[spike] if isinstance(spike, str) else SpikeKind(spike)
+        reset_kind = RESET_NAMES[reset] if isinstance(reset, str) else ResetKind(reset)
+        if spike_kind == SpikeKind.MAX:
+            if max_spikes is None:
+                spike_kind = SpikeKind.MULTI  # sinabs' MaxSpike(None) is MultiSpike
+            elif int(max_spikes) < 1:
+                raise ValueError(f"max_spikes must be at least 1, got {max_spikes}")
+        self.dtype, self.device, self.features = u.dtype, u.device, tuple(u.shape[2:])
+        self.alpha, self.tau = _alpha_param("alpha", alpha, u)
+        self.threshold = _feature_param("threshold", threshold, u)
+        self.subtract = (self.threshold if subtract_value is None
+                         else _feature_param("subtract_value", subtract_value, u))
+        self.min_v = None if min_v_mem is None else _feature_param("min_v_mem", min_v_mem, u)
+        if spike_kind != SpikeKind.NONE:
+            _check_threshold(threshold, self.threshold, min_v_mem, self.min_v)
+        self.surrogate = surrogate
+        self.surrogate_kind, self.surrogate_params = _surrogate_args(surrogate)
+        self.spike_kind, self.reset_kind, self.max_spikes = spike_kind, reset_kind, int(max_spikes or 0)
+        self.reset_value, self.norm_input = float(reset_value), bool(norm_input)
+        self.config = (self.reset_value, int(spike_kind), self.max_spikes, int(reset_kind), self.norm_input)
+        self.record_states, self.sum_output = bool(record_states), bool(sum_output)
+        self.alpha_syn_arg = alpha_syn  # for the two-op path, which resolves it itself
+        self.synapse = None if alpha_syn is None else _alpha_param("alpha_syn", alpha_syn, u)
+        # whether every parameter tensor is read live (the given tensor, a view of it, or tau for
+        # alpha), so the call stays right however their values change; else it holds values of now
+        # (not asked while tracing: nothing keeps a call across traced calls)
+        pairs = ((self.alpha, alpha), (self.threshold, threshold), (self.subtract, subtract_value),
+                 (self.min_v, min_v_mem), (self.synapse and self.synapse[0], alpha_syn))
+        self.reads_live = not torch.compiler.is_compiling() and all(_reads_live(p, given) for p, given in pairs)
+
+    def __call__(self, u: Tensor, v0: Tensor, i_syn: Optional[Tensor] = None) -> MembraneOutput:
+        if u.dtype != self.dtype or u.device != self.device or u.dim() < 2 or tuple(u.shape[2:]) != self.features:
+            _check_data("input", u)
+            raise ValueError(f"this MembraneCall takes {self.dtype} input on {self.device} with neuron shape "
+                             f"{self.features}, got {u.dtype} on {u.device} of shape {tuple(u.shape)}")
+        if (i_syn is None) != (self.synapse is None):
+            raise ValueError("i_syn and alpha_syn go together")
+        if self.synapse is not None and not _fuses_synapse(u, self.surrogate, self.record_states):
+            current, i_final = synaptic_current(u, i_syn, self.alpha_syn_arg)
+            result = self._run(current, v0, None)
+            result.output = result.output.to(u.dtype)  # as the fused kernels write it
+            result.i_final = i_final
+            return result
+        return self._run(u, v0, i_syn)
+
+    def _run(self, u: Tensor, v0: Tensor, i_syn: Optional[Tensor]) -> MembraneOutput:
+        B, T = u.shape[0], u.shape[1]
+        features = self.features
+        state = _check_state("v0", v0, u)
+        u3 = _shaped(u, (B, T, _num_features(u)))
+        syn = None if i_syn is None else (_check_state("i_syn", i_syn, u), *self.synapse)
+        record_states, sum_output = self.record_states, self.sum_output
+        out_sum = i_final = None
+        if self.surrogate_kind != SurrogateKind.GIVEN and _registry.direct(u3) and get_backend() == "kernels":
             # forward and backward in C++: one operator call, a backward without Python
             out, w_rec, v_final, out_sum, i_final = _registry.run_membrane_autograd(
-                u3, state, alpha_t, threshold_t, subtract_t, min_v_t, config, surrogate_kind, surrogate_params,
-                record_states, sum_output, tau, slope, features, syn)
+                u3, state, self.alpha, self.threshold, self.subtract, self.min_v, self.config, self.surrogate_kind,
+                self.surrogate_params, record_states, sum_output, self.tau, features, syn)
+            return self._output(u, out, w_rec, v_final, out_sum, i_final if syn else None)
+        # the other paths take alpha itself, computed from tau per call if it comes from one
+        alpha = self.alpha if self.tau is None else _decay_alpha("alpha", self.tau, u)
+        if get_backend() == "reference":
+            out, w_rec, v_final = reference.membrane(
+                u3, state, alpha, self.threshold, self.subtract, self.min_v, self.reset_value, self.spike_kind,
+                self.max_spikes, self.reset_kind, self.norm_input, self.surrogate, record_states)
+            if sum_output:
+                out_sum = out.to(state.dtype).sum(1)
+        elif torch.compiler.is_compiling() and self.surrogate_kind != SurrogateKind.GIVEN:
+            # traced graphs use the custom op and its registered autograd
+            needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (u3, state, alpha))
+            save = SaveKind.CHECKPOINTS if needs_grad else SaveKind.NOTHING
+            out, _, w_rec, v_final, out_sum = _registry.membrane(
+                u3, state, alpha, self.threshold, self.subtract, self.min_v, *self.config, self.surrogate_kind,
+                self.surrogate_params, int(save), record_states, sum_output)
         else:
             out, w_rec, v_final, out_sum = _Membrane.apply(
-                u3, state, alpha_t, threshold_t, subtract_t, min_v_t, config, surrogate, record_states, tau, slope,
-                features, sum_output)
-        if not record_states:
-            w_rec = None
-        if not sum_output:
-            out_sum = None
-        if syn is None:
-            i_final = None
-    return MembraneOutput(
-        output=_shaped(out, u.shape),
-        v_final=_shaped(v_final, (B, *features)),
-        v_rec=None if w_rec is None else _shaped(w_rec, u.shape),
-        output_sum=None if out_sum is None else _shaped(out_sum, (B, *features)),
-        i_final=None if i_final is None else _shaped(i_final, (B, *features)),
-    )
+                u3, state, alpha, self.threshold, self.subtract, self.min_v, self.config, self.surrogate,
+                record_states, sum_output)
+        return self._output(u, out, w_rec, v_final, out_sum, None)
+
+    def _output(self, u: Tensor, out, w_rec, v_final, out_sum, i_final) -> MembraneOutput:
+        B, features = u.shape[0], self.features
+        return MembraneOutput(
+            output=_shaped(out, u.shape),
+            v_final=_shaped(v_final, (B, *features)),
+            v_rec=_shaped(w_rec, u.shape) if self.record_states else None,
+            output_sum=_shaped(out_sum, (B, *features)) if self.sum_output else None,
+            i_final=None if i_final is None else _shaped(i_final, (B, *features)),
+        )
+
+
+def _reads_live(prepared: Optional[Tensor], given) -> bool:
+    if isinstance(given, Decay):
+        return prepared is None or not isinstance(given.tau, Tensor)
+    if isinstance(given, Tensor):
+        return prepared is not None and prepared.device == given.device and prepared.data_ptr() == given.data_ptr()
+    return True  # a number or None
 
 
 def _fuses_synapse(u: Tensor, surrogate: SurrogateLike, record_states: bool) -> bool:
@@ -398,19 +406,14 @@ class _Membrane(torch.autograd.Function):
     membrane trajectory of one more forward pass."""
 
     @staticmethod
-    def forward(ctx, u, v0, alpha, threshold, subtract, min_v, config, surrogate, record, tau, slope, features,
-                sum_out):
+    def forward(ctx, u, v0, alpha, threshold, subtract, min_v, config, surrogate, record, sum_out):
         kind, params = _surrogate_args(surrogate)
-        needs_grad = ctx.needs_input_grad
-        save = SaveKind.CHECKPOINTS if any(needs_grad[:3]) or needs_grad[9] else SaveKind.NOTHING
+        save = SaveKind.CHECKPOINTS if any(ctx.needs_input_grad[:3]) else SaveKind.NOTHING
         out, ckpt, w_rec, v_final, out_sum = _registry.run_membrane_forward(
             u, v0, alpha, threshold, subtract, min_v, config, kind, params, save, record, sum_out)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(ckpt, u, v0, alpha, threshold, subtract, min_v)
         ctx.config, ctx.surrogate, ctx.kind, ctx.params = config, surrogate, kind, params
-        # an alpha that came from tau (Decay): tau's gradient is taken here
-        ctx.decays = {9: (tau, slope)}
-        ctx.features = features
         return out, w_rec, v_final, out_sum
 
     @staticmethod
@@ -426,29 +429,26 @@ class _Membrane(torch.autograd.Function):
                 sigma = ctx.surrogate(v, threshold).to(v.dtype).expand_as(v).contiguous()
         needs_grad = ctx.needs_input_grad
         g_u, g_v0, g_alpha = _registry.membrane_grads(
-            saved, ctx.config, ctx.kind, ctx.params, g_out, g_wrec, g_vfinal, needs_grad[2] or needs_grad[9], sigma,
-            g_out_sum)
-        g_alpha, g_tau = _param_grads(ctx, g_alpha, saved[3], alpha_index=2, tau_index=9)
-        return (g_u if needs_grad[0] else None, g_v0 if needs_grad[1] else None, g_alpha,
-                None, None, None, None, None, None, g_tau, None, None, None)
+            saved, ctx.config, ctx.kind, ctx.params, g_out, g_wrec, g_vfinal, needs_grad[2], sigma, g_out_sum)
+        return (g_u if needs_grad[0] else None, g_v0 if needs_grad[1] else None,
+                _registry.reduce_param_grad(g_alpha, saved[3]) if needs_grad[2] else None,
+                None, None, None, None, None, None, None)
 
 
 class _Synaptic(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, i0, alpha, tau, slope, features):
+    def forward(ctx, x, i0, alpha):
         i_all, i_final = _registry.run_synaptic_forward(x, i0, alpha)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(i_all, x, i0, alpha)
-        ctx.decays, ctx.features = {3: (tau, slope)}, features  # alpha from tau (Decay): tau's gradient
         return i_all, i_final
 
     @staticmethod
     def backward(ctx, g_i, g_final):
         needs_grad = ctx.needs_input_grad
         saved = ctx.saved_tensors
-        g_x, g_i0, g_alpha = _registry.synaptic_grads(saved, g_i, g_final, needs_grad[2] or needs_grad[3])
-        g_alpha, g_tau = _param_grads(ctx, g_alpha, saved[3], alpha_index=2, tau_index=3)
-        return g_x, g_i0, g_alpha, g_tau, None, None
+        g_x, g_i0, g_alpha = _registry.synaptic_grads(saved, g_i, g_final, needs_grad[2])
+        return g_x, g_i0, _registry.reduce_param_grad(g_alpha, saved[3]) if needs_grad[2] else None
 
 
 def synaptic_current(x: Tensor, i0: Tensor, alpha: AlphaLike) -> Tuple[Tensor, Tensor]:
@@ -467,15 +467,17 @@ def synaptic_current(x: Tensor, i0: Tensor, alpha: AlphaLike) -> Tuple[Tensor, T
     B, T = x.shape[0], x.shape[1]
     features = tuple(x.shape[2:])
     state = _check_state("i0", i0, x)
-    alpha_t, tau, slope = _alpha_param("alpha_syn", alpha, x)
+    alpha_t, tau = _alpha_param("alpha_syn", alpha, x)
+    if alpha_t is None:
+        alpha_t = _decay_alpha("alpha_syn", tau, x)
     x3 = _shaped(x, (B, T, _num_features(x)))
     if get_backend() == "reference":
         i_all, i_final = reference.synaptic_current(x3, state, alpha_t)
     elif torch.compiler.is_compiling():
         i_all, i_final = _registry.synaptic_current(x3, state, alpha_t)
     else:
-        i_all, i_final = _Synaptic.apply(x3, state, alpha_t, tau, slope, features)
+        i_all, i_final = _Synaptic.apply(x3, state, alpha_t)
     return _shaped(i_all, x.shape), _shaped(i_final, (B, *features))
 
 
-__all__ = ["Decay", "MembraneOutput", "membrane", "synaptic_current", "set_backend", "get_backend"]
+__all__ = ["Decay", "MembraneCall", "MembraneOutput", "membrane", "synaptic_current", "set_backend", "get_backend"]
