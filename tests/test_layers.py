@@ -15,6 +15,7 @@ from sinabs.activation import (
 import exodus_jit
 from conftest import DEVICES
 from exodus_jit import layers as el
+from exodus_jit import ops
 from exodus_jit.conversion import exodus_to_sinabs, sinabs_to_exodus
 from oracle import rel_err
 
@@ -149,6 +150,63 @@ def test_state_gradient_across_calls_and_zero_grad():
     assert x.grad[:, :5].abs().sum() > 0  # the gradient crossed the call boundary through v_mem
     e.zero_grad()
     assert e.v_mem.grad_fn is None
+
+
+def _set_data(tensor, value):
+    tensor.data = torch.full_like(tensor.data, value)  # new storage: not an in-place change
+
+
+# Changes a user may make between calls, each applied to both layers; the layers keep their
+# resolved membrane call (ops.MembraneCall) between calls, so each must show in the next call.
+CHANGES = {
+    "nothing": lambda l: None,
+    "tau_mem via .data (untracked)": lambda l: l.tau_mem.data.mul_(0.5),
+    "tau_syn in place": lambda l: torch.nn.init.constant_(l.tau_syn, 2.0),
+    "threshold via .data": lambda l: l.spike_threshold.data.fill_(0.7),
+    "threshold new storage": lambda l: _set_data(l.spike_threshold, 1.3),
+    "norm_input": lambda l: setattr(l, "norm_input", False),
+    "min_v_mem": lambda l: setattr(l, "min_v_mem", torch.nn.Parameter(torch.tensor(-0.5), requires_grad=False)),
+    "min_v_mem via .data": lambda l: l.min_v_mem.data.fill_(-0.2),
+    "tau_mem without gradient": lambda l: l.tau_mem.requires_grad_(False),
+    "record_states": lambda l: setattr(l, "record_states", True),
+    "spike_fn": lambda l: setattr(l, "spike_fn", SingleSpike),
+    "optimizer step": lambda l: torch.optim.SGD(l.parameters(), lr=0.02).step() if l.tau_syn.grad is not None else None,
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_changes_between_calls_show_in_the_next_call(device):
+    """Whatever changes between calls (also through .data, which version counters miss) is in
+    the next call's outputs, states and gradients, as in sinabs; also in float64."""
+    s, e = pair("LIF", device, tau_mem=10.0, tau_syn=5.0)
+    for name, change in CHANGES.items():
+        for layer in (s, e):
+            change(layer)
+            layer.reset_states()
+        x = torch.randn(2, 12, 4, device=device) * 4
+        compare(s, e, x)
+        for layer in (s, e):  # the gradients the optimizer step uses
+            layer.zero_grad()
+            layer.reset_states()
+            layer(x.clone().requires_grad_()).sum().backward()
+    s, e = s.double(), e.double()  # (sinabs' output is float32 here; ours keeps the input's dtype)
+    for layer in (s, e):
+        layer.tau_mem.data.fill_(3.0)
+        layer.reset_states()
+    x = torch.randn(2, 12, 4, device=device, dtype=torch.float64) * 4
+    assert torch.equal(e(x), s(x).double()) and torch.equal(e.v_mem, s.v_mem)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tau_changed_through_data_in_the_ops(device):
+    """ops.Decay(tau): alpha comes from tau's values at every call, however they changed."""
+    tau = torch.tensor([4.0, 8.0, 2.0], device=device, requires_grad=True)
+    x, v0 = torch.randn(2, 10, 3, device=device) * 3, torch.zeros(2, 3, device=device)
+    for value in (4.0, 1.5):
+        tau.data.fill_(value)
+        got = ops.membrane(x, v0, ops.Decay(tau), 1.0, norm_input=True).output
+        expected = ops.membrane(x, v0, torch.exp(-1.0 / tau.detach()), 1.0, norm_input=True).output
+        assert torch.equal(got, expected)
 
 
 def test_deepcopy_state_dict_and_arg_dict():

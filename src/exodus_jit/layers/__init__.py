@@ -37,15 +37,12 @@ class ExodusNeuronMixin:
                 else:
                     self.handle_state_batch_size_mismatch(batch_size)
 
-        alpha_mem = self._alpha_mem()
         alpha_syn = self._alpha_syn()
         recordings = {}
         current = input_data
-        synapse = {}
-        if alpha_syn is not None and self.decay_early and self.spike_fn is not None and not self.record_states:
-            # i_t = a (i_{t-1} + x_t), as sinabs, inside the membrane kernels
-            synapse = {"i_syn": self.i_syn, "alpha_syn": alpha_syn}
-        elif alpha_syn is not None:
+        # i_t = a (i_{t-1} + x_t), as sinabs, inside the membrane kernels
+        fused = alpha_syn is not None and self.decay_early and self.spike_fn is not None and not self.record_states
+        if alpha_syn is not None and not fused:
             if self.decay_early:  # i_t = a (i_{t-1} + x_t), as sinabs
                 current, i_final = ops.synaptic_current(input_data, self.i_syn, alpha_syn)
             else:  # i_t = a i_{t-1} + x_t: the leaky integrator without clipping
@@ -54,19 +51,13 @@ class ExodusNeuronMixin:
             buffers["i_syn"] = _owned(i_final, trailing_dim)  # what `self.i_syn = ...` does
             if self.record_states:
                 recordings["i_syn"] = current
-
-        kwargs = self._kernel_options()
-        if self.spike_fn is None:
-            threshold = 1.0
-            if self.decay_early:  # the input decays within its own step (sinabs-exodus option)
-                current = current * self.alpha_mem_calculated.to(current.device)
-        else:
-            threshold = self.spike_threshold
-        result = ops.membrane(current, self.v_mem, alpha_mem, threshold, min_v_mem=self.min_v_mem,
-                              norm_input=self.norm_input, record_states=self.record_states, sum_output=True,
-                              **synapse, **kwargs)
+        if self.spike_fn is None and self.decay_early:
+            # the input decays within its own step (sinabs-exodus option)
+            current = current * self.alpha_mem_calculated.to(current.device)
+        call = self._membrane_call(current, alpha_syn if fused else None)
+        result = call(current, buffers["v_mem"], buffers["i_syn"] if fused else None)
         buffers["v_mem"] = _owned(result.v_final, trailing_dim)
-        if synapse:
+        if fused:
             buffers["i_syn"] = _owned(result.i_final, trailing_dim)
         if self.record_states:
             recordings["v_mem"] = result.v_rec
@@ -93,6 +84,33 @@ class ExodusNeuronMixin:
     @firing_rate.setter
     def firing_rate(self, value: torch.Tensor) -> None:
         self.__dict__["_firing_rate"] = value
+
+    def _membrane_call(self, current: torch.Tensor, alpha_syn) -> ops.MembraneCall:
+        """The membrane op for this layer's parameters and options, resolved once
+        (ops.MembraneCall) and kept while the input's dtype, device and neuron shape, the backend
+        and the parameters' storage stay; reassigned attributes drop it (__setattr__, _apply).
+        Kept only if it reads every parameter live (so values changed in any way show) and holds
+        no autograd graph of its own (an alpha trained as itself is made again per call)."""
+        compiling = torch.compiler.is_compiling()
+        if not compiling:
+            key = (current.dtype, current.device, current.shape[2:], ops.get_backend(), alpha_syn is not None,
+                   tuple(p.data_ptr() for p in self._parameters.values() if p is not None))
+            held = self.__dict__.get("_exodus_call")
+            if held is not None and held[0] == key:
+                return held[1]
+        threshold = 1.0 if self.spike_fn is None else self.spike_threshold
+        call = ops.MembraneCall(current, self._alpha_mem(), threshold, min_v_mem=self.min_v_mem,
+                                norm_input=self.norm_input, record_states=self.record_states, sum_output=True,
+                                alpha_syn=alpha_syn, **self._kernel_options())
+        held_tensors = (call.alpha, call.threshold, call.subtract, call.min_v, call.synapse and call.synapse[0])
+        if (not compiling and call.reads_live and key[3] == "kernels"
+                and not any(isinstance(t, torch.Tensor) and t.requires_grad for t in held_tensors)):
+            self.__dict__["_exodus_call"] = (key, call)
+        return call
+
+    def _apply(self, *args, **kwargs):
+        self.__dict__.pop("_exodus_call", None)  # .to(), .cuda(), .double() ... move the parameters
+        return super()._apply(*args, **kwargs)
 
     def _alpha_mem(self):
         """alpha_mem_calculated for the ops: from tau_mem as ops.Decay (no autograd graph per call)."""
@@ -122,6 +140,7 @@ class ExodusNeuronMixin:
 
     def __setattr__(self, name, value) -> None:
         super().__setattr__(name, value)
+        self.__dict__.pop("_exodus_call", None)  # any option or parameter may have changed
         if name in ("spike_fn", "reset_fn", "surrogate_grad_fn"):
             self.__dict__.pop("_exodus_options", None)
 
