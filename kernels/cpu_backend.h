@@ -9,6 +9,7 @@
 namespace exodus {
 
 struct CpuBackend {
+  static constexpr bool kDecayKernels = false;  // alpha from tau: PyTorch's CPU operations
   struct Guard {
     explicit Guard(const at::Tensor& t) {
       TORCH_CHECK_VALUE(t.device().is_cpu(), "exodus_jit_cpu ops take CPU tensors, got ", t.device());

@@ -172,6 +172,22 @@ struct SynapticBackwardArgs {
   A* g_alpha;   // (B, F) or null
 };
 
+// alpha = exp(-1/tau) of a time constant tau (ops_autograd.h), elementwise over tau's n values:
+// forward writes alpha in the state dtype A for the kernels, and in tau's dtype Tau with 1/tau^2
+// for tau's gradient; backward turns the reduced gradient of alpha (A, tau's shape) into tau's.
+// The arithmetic is sinabs' (reciprocal, times -1, exp) and autograd's (exp's, then the
+// reciprocal's backward), operation by operation, so the values equal PyTorch's to the bit.
+template <typename A, typename Tau>
+struct DecayArgs {
+  int64_t n;
+  const Tau* tau;
+  A* alpha;            // forward: alpha for the kernels
+  Tau* decay;          // forward: alpha in tau's dtype
+  Tau* reciprocal_sq;  // forward: (1/tau)^2
+  const A* g_alpha;    // backward: alpha's gradient summed into tau's shape
+  Tau* g_tau;          // backward
+};
+
 // Calls without extras (recorded states, the membrane trajectory, given surrogate values): what
 // the compile-time Cell loops of the CPU and the fast CUDA kernels take. The fused synaptic stage
 // comes only without extras (ops_impl.h checks).

@@ -4,12 +4,14 @@
 // A layer call then costs one operator call from Python, and its backward runs without Python:
 // the autograd engine calls backward() below directly, which runs the backward kernels and turns
 // the per-neuron gradient of alpha into the gradients of alpha or of tau itself. Given tau (an
-// ops.Decay), forward computes alpha = exp(-1/tau) from tau's values at every call, with sinabs'
-// operations (so bit-identical to its alpha, and never stale, whichever way tau was changed).
+// ops.Decay), forward computes alpha = exp(-1/tau) from tau's values at every call, as sinabs
+// does (so bit-identical to its alpha, and never stale, whichever way tau was changed).
 // Surrogates evaluated in PyTorch (SurrogateKind::Given) keep the Python Function of
 // exodus_jit/ops/functional.py, which calls the same Ops.
 #pragma once
 
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -30,13 +32,6 @@ enum MembraneArg : int {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptTensor = c10::optional<at::Tensor>;
-
-// alpha = exp(-1/tau) in tau's shape and dtype, as sinabs computes it (torch.exp(-1.0 / tau) is
-// reciprocal, times -1, exp); also 1/tau, which tau's gradient needs.
-inline std::pair<at::Tensor, at::Tensor> decay_of(const at::Tensor& tau) {
-  at::Tensor reciprocal = tau.reciprocal();
-  return {reciprocal.mul(-1.0).exp(), reciprocal};
-}
 
 // A parameter (of any shape broadcastable to the neuron shape) in the kernels' form: (1,) or (F',)
 // in the state dtype. As ops.functional._feature_param.
@@ -60,16 +55,46 @@ inline void check_decay(const at::Tensor& alpha, const char* name) {
   TORCH_CHECK_VALUE(!bad, name, " must lie in [0, 1] (alpha = exp(-1/tau)), got values outside");
 }
 
-// The gradient of tau from the per-neuron (B, F') gradient of alpha = exp(-1/tau) (decay and
-// 1/tau in tau's shape): with the operations, in the order, that autograd runs for
-// kernel_param(decay_of(tau)), so it equals the two-op path's gradient to the bit.
-inline at::Tensor decay_grad(const at::Tensor& per_neuron, const at::Tensor& tau, const at::Tensor& decay,
-                             const at::Tensor& reciprocal, at::IntArrayRef features) {
-  const at::Tensor g_decay =
+// alpha = exp(-1/tau) for the kernels, and what tau's gradient needs, all from tau's values now.
+struct Decay {
+  at::Tensor alpha;          // kernel form
+  at::Tensor decay;          // alpha in tau's shape and dtype
+  at::Tensor reciprocal_sq;  // (1/tau)^2 in tau's shape and dtype
+};
+
+// As sinabs computes alpha (torch.exp(-1.0 / tau) is reciprocal, times -1, exp): in one launch
+// where the Backend has decay kernels and tau is one value or one per neuron, else with those
+// PyTorch operations. Both give PyTorch's values to the bit (tested).
+template <class Backend>
+Decay decay_of(const at::Tensor& tau, at::ScalarType st, at::IntArrayRef features) {
+  if constexpr (Backend::kDecayKernels) {
+    if (tau.is_contiguous() && (tau.numel() == 1 || tau.sizes() == features)) {
+      Decay d{at::empty({tau.numel()}, tau.options().dtype(st)), at::empty_like(tau), at::empty_like(tau)};
+      if (Backend::decay_forward(tau, d.alpha, d.decay, d.reciprocal_sq)) return d;
+    }
+  }
+  const at::Tensor reciprocal = tau.reciprocal();
+  const at::Tensor decay = reciprocal.mul(-1.0).exp();
+  return {kernel_param(decay, st, features), decay, reciprocal.mul(reciprocal)};
+}
+
+// The gradient of tau from the per-neuron (B, F') gradient of alpha: with the operations, in the
+// order, that autograd runs backward through kernel_param(exp(reciprocal(tau) * -1)), so it equals
+// the gradient of the paths that differentiate alpha with autograd, to the bit.
+template <class Backend>
+at::Tensor decay_grad(const at::Tensor& per_neuron, const at::Tensor& tau, const at::Tensor& decay,
+                      const at::Tensor& reciprocal_sq, at::IntArrayRef features) {
+  const at::Tensor g_alpha =
       (tau.numel() == 1 ? per_neuron.sum() : per_neuron.sum(0).reshape(features).sum_to_size(tau.sizes()))
-          .to(tau.scalar_type())
           .reshape(tau.sizes());
-  return g_decay.mul(decay).mul(reciprocal.mul(reciprocal));  // exp's, then the reciprocal's backward
+  if constexpr (Backend::kDecayKernels) {
+    if (decay.is_contiguous()) {
+      at::Tensor g_tau = at::empty_like(decay);
+      if (Backend::decay_backward(g_alpha.contiguous(), decay, reciprocal_sq, g_tau)) return g_tau;
+    }
+  }
+  // .to(tau's dtype), exp's backward, the reciprocal's (the two signs cancel exactly)
+  return g_alpha.to(tau.scalar_type()).mul(decay).mul(reciprocal_sq);
 }
 
 // A (B, F') per-neuron gradient summed into its parameter's (1,) or (F',) shape.
@@ -82,8 +107,8 @@ template <class Backend>
 struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
   // Saved tensors, in this order; absent optional ones are saved undefined.
   enum Saved { kSavedCkpt, kSavedU, kSavedV0, kSavedAlpha, kSavedThreshold, kSavedSubtract, kSavedMinV, kSavedI0,
-               kSavedAlphaSyn, kSavedTau, kSavedDecay, kSavedReciprocal, kSavedTauSyn, kSavedDecaySyn,
-               kSavedReciprocalSyn };
+               kSavedAlphaSyn, kSavedTau, kSavedDecay, kSavedReciprocalSq, kSavedTauSyn, kSavedDecaySyn,
+               kSavedReciprocalSqSyn };
 
   static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& v0,
                                const OptTensor& alpha_given, const at::Tensor& threshold, const at::Tensor& subtract,
@@ -99,14 +124,13 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
                       "with i0, give alpha_syn or tau_syn");
     const at::ScalarType st = state_type(u.scalar_type());
     // alphas from taus: computed now, so changes of tau's values (also through .data) always show
-    const auto [decay, reciprocal] = tau.has_value() ? decay_of(*tau) : std::pair<at::Tensor, at::Tensor>();
-    const auto [decay_syn, reciprocal_syn] =
-        tau_syn.has_value() && i0.has_value() ? decay_of(*tau_syn) : std::pair<at::Tensor, at::Tensor>();
-    const at::Tensor alpha = tau.has_value() ? kernel_param(decay, st, features) : *alpha_given;
+    const Decay decay = tau.has_value() ? decay_of<Backend>(*tau, st, features) : Decay{};
+    const Decay decay_syn = tau_syn.has_value() && i0.has_value() ? decay_of<Backend>(*tau_syn, st, features) : Decay{};
+    const at::Tensor alpha = tau.has_value() ? decay.alpha : *alpha_given;
     OptTensor alpha_syn;
-    if (i0.has_value()) alpha_syn = decay_syn.defined() ? kernel_param(decay_syn, st, features) : *alpha_syn_given;
-    if (decay.defined()) check_decay(alpha, "alpha");
-    if (decay_syn.defined()) check_decay(*alpha_syn, "alpha_syn");
+    if (i0.has_value()) alpha_syn = decay_syn.alpha.defined() ? decay_syn.alpha : *alpha_syn_given;
+    if (tau.has_value()) check_decay(alpha, "alpha");
+    if (decay_syn.alpha.defined()) check_decay(*alpha_syn, "alpha_syn");
 
     const int64_t save_kind = static_cast<int64_t>(save ? SaveKind::Checkpoints : SaveKind::Nothing);
     auto [out, ckpt, w_rec, v_final, out_sum, i_final] =
@@ -116,8 +140,8 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     if (save) {
       ctx->save_for_backward({ckpt, u, v0, alpha, threshold, subtract, min_v.value_or(at::Tensor()),
                               i0.value_or(at::Tensor()), alpha_syn.value_or(at::Tensor()),
-                              tau.value_or(at::Tensor()), decay, reciprocal, tau_syn.value_or(at::Tensor()),
-                              decay_syn, reciprocal_syn});
+                              tau.value_or(at::Tensor()), decay.decay, decay.reciprocal_sq,
+                              tau_syn.value_or(at::Tensor()), decay_syn.decay, decay_syn.reciprocal_sq});
       ctx->saved_data["config"] = std::vector<double>{reset_value, static_cast<double>(spike_kind),
                                                       static_cast<double>(max_spikes), static_cast<double>(reset_kind),
                                                       norm_input ? 1.0 : 0.0, static_cast<double>(surrogate_kind)};
@@ -166,12 +190,13 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     if (needs(kArgV0)) result[kArgV0] = g_v0;
     if (needs(kArgAlpha)) result[kArgAlpha] = reduce_param_grad(g_alpha, alpha);
     if (needs(kArgTau))
-      result[kArgTau] = decay_grad(g_alpha, saved[kSavedTau], saved[kSavedDecay], saved[kSavedReciprocal], features);
+      result[kArgTau] =
+          decay_grad<Backend>(g_alpha, saved[kSavedTau], saved[kSavedDecay], saved[kSavedReciprocalSq], features);
     if (needs(kArgI0)) result[kArgI0] = g_i0;
     if (needs(kArgAlphaSyn)) result[kArgAlphaSyn] = reduce_param_grad(g_alpha_syn, alpha_syn);
     if (needs(kArgTauSyn))
-      result[kArgTauSyn] = decay_grad(g_alpha_syn, saved[kSavedTauSyn], saved[kSavedDecaySyn],
-                                      saved[kSavedReciprocalSyn], features);
+      result[kArgTauSyn] = decay_grad<Backend>(g_alpha_syn, saved[kSavedTauSyn], saved[kSavedDecaySyn],
+                                               saved[kSavedReciprocalSqSyn], features);
     result.emplace_back();  // the `save` flag
     return result;
   }

@@ -157,6 +157,44 @@ def test_fused_synapse_equals_synaptic_current_then_membrane(dtype, kwargs, kern
         assert torch.equal(a, b)
 
 
+TAU_SHAPES = {"scalar": (), "per neuron": (6, 7), "broadcast": (6, 1)}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tau_shape", TAU_SHAPES.values(), ids=TAU_SHAPES.keys())
+def test_alpha_from_tau_is_sinabs_expression_to_the_bit(device, dtype, tau_shape, kernels_backend):
+    """ops.Decay(tau): the op computes alpha from tau (a kernel of its own on the GPU); one step
+    of a leaky integrator from v0 = 1 without input outputs alpha itself, which must be
+    torch.exp(-1.0 / tau) exactly, for taus over six decades."""
+    tau = (10 ** (torch.rand(tau_shape, device=device) * 6 - 2)).requires_grad_()  # 0.01 .. 10^4
+    x = torch.zeros(3, 1, 6, 7, device=device, dtype=dtype)
+    v0 = torch.ones(3, 6, 7, device=device, dtype=dtype)
+    out = ops.membrane(x, v0, ops.Decay(tau), spike="none").output
+    expected = torch.exp(-1.0 / tau.detach()).to(dtype).expand(3, 6, 7)
+    assert torch.equal(out[:, 0], expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tau_shape", TAU_SHAPES.values(), ids=TAU_SHAPES.keys())
+def test_tau_gradient_equals_autograd_through_alpha(device, dtype, tau_shape, kernels_backend):
+    """tau's gradient from the op (Decay) equals autograd's through alpha = exp(-1/tau) passed as
+    a tensor, to the bit: the same operations in the same order."""
+    x = (torch.randn(4, 30, 6, 7, device=device) * 3).to(dtype)
+    v0 = torch.zeros(4, 6, 7, device=device, dtype=dtype)
+    tau = torch.rand(tau_shape, device=device) * 10 + 2
+    weights = torch.randn_like(x)
+    grads = []
+    for alpha_of in (ops.Decay, lambda t: torch.exp(-1.0 / t)):
+        leaf = tau.clone().requires_grad_()
+        r = ops.membrane(x, v0, alpha_of(leaf), 1.0, norm_input=True)
+        (g,) = torch.autograd.grad((r.output * weights).sum() + r.v_final.sum(), leaf)
+        grads.append(g)
+    assert grads[0].abs().sum() > 0
+    assert torch.equal(grads[0], grads[1])
+
+
 def test_fused_synapse_on_the_reference_backend_runs_the_two_ops():
     x, v0, i0 = (torch.randn(2, 17, 6, dtype=torch.float64) * 3, torch.rand(2, 6, dtype=torch.float64),
                  torch.rand(2, 6, dtype=torch.float64))

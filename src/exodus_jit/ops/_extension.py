@@ -52,7 +52,7 @@ def cpu_spec() -> ExtensionSpec:
 def cuda_spec() -> ExtensionSpec:
     # the fast kernels' instances per data type and synaptic stage in files of their own: they compile in parallel
     fast = [f"cuda_membrane{t}{s}.cu" for t in ("", "_half", "_bf16") for s in ("", "_syn")]
-    sources = ("cuda_kernels.cu", *fast, "ops_cuda.cpp")
+    sources = ("cuda_kernels.cu", "cuda_decay.cu", *fast, "ops_cuda.cpp")
     return _spec("exodus_kernels_cuda", sources, cuda_cflags=HALF_CONVERSIONS)
 
 

@@ -319,21 +319,22 @@ class MembraneCall:
         self.reads_live = not torch.compiler.is_compiling() and all(_reads_live(p, given) for p, given in pairs)
 
     def __call__(self, u: Tensor, v0: Tensor, i_syn: Optional[Tensor] = None) -> MembraneOutput:
-        if u.dtype != self.dtype or u.device != self.device or u.dim() < 2 or tuple(u.shape[2:]) != self.features:
+        if u.dtype != self.dtype or u.device != self.device or u.dim() < 2 or u.shape[2:] != self.features:
             _check_data("input", u)
             raise ValueError(f"this MembraneCall takes {self.dtype} input on {self.device} with neuron shape "
                              f"{self.features}, got {u.dtype} on {u.device} of shape {tuple(u.shape)}")
         if (i_syn is None) != (self.synapse is None):
             raise ValueError("i_syn and alpha_syn go together")
-        if self.synapse is not None and not _fuses_synapse(u, self.surrogate, self.record_states):
+        backend = get_backend()
+        if self.synapse is not None and not _fuses_synapse(u, self.surrogate, self.record_states, backend):
             current, i_final = synaptic_current(u, i_syn, self.alpha_syn_arg)
-            result = self._run(current, v0, None)
+            result = self._run(current, v0, None, backend)
             result.output = result.output.to(u.dtype)  # as the fused kernels write it
             result.i_final = i_final
             return result
-        return self._run(u, v0, i_syn)
+        return self._run(u, v0, i_syn, backend)
 
-    def _run(self, u: Tensor, v0: Tensor, i_syn: Optional[Tensor]) -> MembraneOutput:
+    def _run(self, u: Tensor, v0: Tensor, i_syn: Optional[Tensor], backend: str) -> MembraneOutput:
         B, T = u.shape[0], u.shape[1]
         features = self.features
         state = _check_state("v0", v0, u)
@@ -341,7 +342,7 @@ class MembraneCall:
         syn = None if i_syn is None else (_check_state("i_syn", i_syn, u), *self.synapse)
         record_states, sum_output = self.record_states, self.sum_output
         out_sum = i_final = None
-        if self.surrogate_kind != SurrogateKind.GIVEN and _registry.direct(u3) and get_backend() == "kernels":
+        if self.surrogate_kind != SurrogateKind.GIVEN and _registry.direct(u3) and backend == "kernels":
             # forward and backward in C++: one operator call, a backward without Python
             out, w_rec, v_final, out_sum, i_final = _registry.run_membrane_autograd(
                 u3, state, self.alpha, self.threshold, self.subtract, self.min_v, self.config, self.surrogate_kind,
@@ -349,7 +350,7 @@ class MembraneCall:
             return self._output(u, out, w_rec, v_final, out_sum, i_final if syn else None)
         # the other paths take alpha itself, computed from tau per call if it comes from one
         alpha = self.alpha if self.tau is None else _decay_alpha("alpha", self.tau, u)
-        if get_backend() == "reference":
+        if backend == "reference":
             out, w_rec, v_final = reference.membrane(
                 u3, state, alpha, self.threshold, self.subtract, self.min_v, self.reset_value, self.spike_kind,
                 self.max_spikes, self.reset_kind, self.norm_input, self.surrogate, record_states)
@@ -387,16 +388,16 @@ def _reads_live(prepared: Optional[Tensor], given) -> bool:
     return True  # a number or None
 
 
-def _fuses_synapse(u: Tensor, surrogate: SurrogateLike, record_states: bool) -> bool:
+def _fuses_synapse(u: Tensor, surrogate: SurrogateLike, record_states: bool, backend: str) -> bool:
     """Whether membrane() runs a synaptic stage inside its kernels (eager plain tensors, compiled
     backend, no recorded states, built-in surrogate) rather than as synaptic_current() first."""
-    return (get_backend() == "kernels" and _registry.direct(u) and not record_states
+    return (backend == "kernels" and _registry.direct(u) and not record_states
             and isinstance(surrogate, Surrogate) and surrogate.kind != SurrogateKind.GIVEN)
 
 
 def _shaped(t: Tensor, shape) -> Tensor:
     """t in `shape`; the tensor itself (not a view of it) when it already has that shape."""
-    return t if tuple(t.shape) == tuple(shape) else t.reshape(shape)
+    return t if t.shape == shape else t.reshape(shape)
 
 
 class _Membrane(torch.autograd.Function):
