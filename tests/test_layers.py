@@ -136,8 +136,11 @@ def test_batch_size_change_and_reset_states():
     torch.manual_seed(1)
     out_e = e(x[:2])
     assert torch.equal(out_e, out_s) and e.v_mem.shape == (2, 3)
+    e(x[:2].clone().requires_grad_())  # states with an autograd graph
     e.reset_states()
-    assert torch.count_nonzero(e.v_mem) == 0
+    assert torch.count_nonzero(e.v_mem) == 0 and e.v_mem.grad_fn is None and not e.v_mem.requires_grad
+    e.reset_states(randomize=True, value_ranges={"v_mem": (2.0, 3.0)})  # sinabs' own
+    assert bool(((e.v_mem >= 2.0) & (e.v_mem <= 3.0)).all()) and e.v_mem.grad_fn is None
     compare(s, e, torch.randn(3, 10, 5) * 4, grads=False)  # new trailing shape: states re-initialised
 
 

@@ -108,6 +108,17 @@ class ExodusNeuronMixin:
             self.__dict__["_exodus_call"] = (key, call)
         return call
 
+    def reset_states(self, randomize: bool = False, value_ranges=None) -> None:
+        """Reset the states (buffers) to zero, as sinabs' reset_states does, in one launch for all
+        states; with randomize, sinabs' own (see sinabs.layers.StatefulLayer.reset_states)."""
+        buffers = [b for b in self._buffers.values() if b is not None]
+        if randomize or self._modules or any(b.shape == (0,) for b in buffers):
+            return super().reset_states(randomize, value_ranges)
+        with torch.no_grad():
+            torch._foreach_zero_(buffers)
+        for b in buffers:
+            b.detach_()
+
     def _apply(self, *args, **kwargs):
         self.__dict__.pop("_exodus_call", None)  # .to(), .cuda(), .double() ... move the parameters
         return super()._apply(*args, **kwargs)
