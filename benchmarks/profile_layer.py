@@ -60,6 +60,7 @@ def protocol(layer, x, grad, iters: int) -> None:
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(iters):
+            x.grad = None  # as bench_layer.py: no gradient accumulation into x.grad in the times
             for times, call in ((fwd, forward), (bwd, lambda: state["out"].backward(grad))):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
