@@ -157,6 +157,17 @@ def test_fused_synapse_equals_synaptic_current_then_membrane(dtype, kwargs, kern
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_threshold_requiring_grad_gets_none_and_backward_runs(device, kernels_backend):
+    """Only a threshold that requires grad (nothing else): autograd records the op, backward runs
+    and leaves the threshold without a gradient, as documented."""
+    threshold = torch.tensor([1.0, 0.8, 1.2], device=device, requires_grad=True)
+    out = ops.membrane(torch.randn(2, 5, 3, device=device) * 3, torch.zeros(2, 3, device=device), 0.9, threshold)
+    assert out.output.requires_grad
+    out.output.sum().backward()
+    assert threshold.grad is None
+
+
 TAU_SHAPES = {"scalar": (), "per neuron": (6, 7), "broadcast": (6, 1)}
 
 

@@ -260,6 +260,9 @@ def membrane(u: Tensor, v0: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0
         sum_output: also return the output summed over time per neuron.
         i_syn: synaptic current before the first step (B, *F), with alpha_syn.
         alpha_syn: its decay per step, exp(-1/tau_syn), or Decay(tau_syn).
+
+    Gradients reach u, v0, i_syn, alpha and alpha_syn (or the taus of Decays); threshold,
+    subtract_value and min_v_mem take none, even when they require it.
     """
     call = MembraneCall(u, alpha, threshold, spike=spike, max_spikes=max_spikes, reset=reset,
                         subtract_value=subtract_value, reset_value=reset_value, min_v_mem=min_v_mem,
