@@ -72,7 +72,7 @@ std::vector<Neuron<A>> neurons_of(const NeuronParams<A>& p, int64_t f0, int64_t 
 }
 
 template <typename T, typename A>
-void membrane_forward_block(const MembraneForwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
+void membrane_block(const MembraneForwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
   const int64_t F = a.shape.features, steps = a.shape.time, width = f1 - f0;
   const int64_t segments = (steps + kCheckpointSteps - 1) / kCheckpointSteps;
   const std::vector<Neuron<A>> nrn = neurons_of(a.p, f0, f1);
@@ -106,7 +106,7 @@ void membrane_forward_block(const MembraneForwardArgs<A>& a, int64_t b, int64_t 
 // time: each segment's membrane is recomputed from its checkpoint into a small buffer, then
 // walked backwards.
 template <typename T, typename A>
-void membrane_backward_block(const MembraneBackwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
+void membrane_block(const MembraneBackwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
   constexpr int K = kCheckpointSteps;
   const int64_t F = a.shape.features, steps = a.shape.time, width = f1 - f0;
   const int64_t segments = (steps + K - 1) / K;
@@ -345,7 +345,7 @@ void reverse_step(const CellColumns<A>& cols, const A* sigma, const A* g_y, cons
 }
 
 template <typename T, class C, typename A>
-void membrane_forward_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
+void membrane_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
   const int64_t F = a.shape.features, steps = a.shape.time, width = f1 - f0, sf = a.u.sf;
   const int64_t segments = (steps + kCheckpointSteps - 1) / kCheckpointSteps;
   const CellColumns<A> cols(a.p, f0, f1);
@@ -385,7 +385,7 @@ void membrane_forward_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t 
 }
 
 template <typename T, class C, typename A>
-void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
+void membrane_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_t f0, int64_t f1) {
   constexpr int K = kCheckpointSteps;
   const int64_t F = a.shape.features, steps = a.shape.time, width = f1 - f0;
   const int64_t segments = (steps + K - 1) / K, su = a.u.sf, sg = a.g_out.sf;
@@ -468,41 +468,33 @@ void membrane_backward_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_
 
 }  // namespace
 
-// The membrane's loops for a call: the Cell loops (options compiled in) when it has no extras,
-// else the general block loops. cells(T{}, Cell*, b, f0, f1) and general(T{}, b, f0, f1) run one
-// block of neurons.
-template <typename A, class Args, typename Cells, typename General>
-void run_membrane(const Args& a, Cells cells, General general) {
+// The membrane's loops for a call, forward or backward (membrane_cells and membrane_block are
+// overloaded on the Args type): the Cell loops (options compiled in) when it has no extras, else
+// the general block loops.
+template <typename A, class Args>
+void run_membrane(const Args& a) {
   with_storage_type<A>(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
     if (without_extras(a)) {
       with_cell_type(a.p, [&](auto* cell) {
-        for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { cells(tag, cell, b, f0, f1); });
+        using C = std::remove_pointer_t<decltype(cell)>;
+        for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_cells<T, C>(a, b, f0, f1); });
       });
     } else {
       TORCH_CHECK(!a.syn.present(), "the synaptic stage runs in the Cell loops only");
-      for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { general(tag, b, f0, f1); });
+      for_each_block(a.shape, [&](int64_t b, int64_t f0, int64_t f1) { membrane_block<T, A>(a, b, f0, f1); });
     }
   });
 }
 
 template <typename A>
 void CpuBackend::run(const MembraneForwardArgs<A>& a) {
-  run_membrane<A>(
-      a,
-      [&](auto tag, auto* cell, int64_t b, int64_t f0, int64_t f1) {
-        membrane_forward_cells<decltype(tag), std::remove_pointer_t<decltype(cell)>>(a, b, f0, f1);
-      },
-      [&](auto tag, int64_t b, int64_t f0, int64_t f1) { membrane_forward_block<decltype(tag), A>(a, b, f0, f1); });
+  run_membrane<A>(a);
 }
 
 template <typename A>
 void CpuBackend::run(const MembraneBackwardArgs<A>& a) {
-  run_membrane<A>(
-      a,
-      [&](auto tag, auto* cell, int64_t b, int64_t f0, int64_t f1) {
-        membrane_backward_cells<decltype(tag), std::remove_pointer_t<decltype(cell)>>(a, b, f0, f1);
-      },
-      [&](auto tag, int64_t b, int64_t f0, int64_t f1) { membrane_backward_block<decltype(tag), A>(a, b, f0, f1); });
+  run_membrane<A>(a);
 }
 
 template <typename A>
