@@ -87,13 +87,13 @@ class ExodusNeuronMixin:
 
     def _membrane_call(self, current: torch.Tensor, alpha_syn) -> ops.MembraneCall:
         """The membrane op for this layer's parameters and options, resolved once
-        (ops.MembraneCall) and kept while the input's dtype, device and neuron shape, the backend
-        and the parameters' storage stay; reassigned attributes drop it (__setattr__, _apply).
-        Kept only if it reads every parameter live (so values changed in any way show) and holds
-        no autograd graph of its own (an alpha trained as itself is made again per call)."""
+        (ops.MembraneCall) and kept while the input's dtype, device and neuron shape and the
+        parameters' storage stay; reassigned attributes drop it (__setattr__, _apply). Kept only
+        where MembraneCall.reusable (parameters read live, no autograd graph of its own: an alpha
+        trained as itself is resolved again per call). The call picks the backend per call."""
         compiling = torch.compiler.is_compiling()
         if not compiling:
-            key = (current.dtype, current.device, current.shape[2:], ops.get_backend(), alpha_syn is not None,
+            key = (current.dtype, current.device, current.shape[2:], alpha_syn is not None,
                    tuple(p.data_ptr() for p in self._parameters.values() if p is not None))
             held = self.__dict__.get("_exodus_call")
             if held is not None and held[0] == key:
@@ -102,9 +102,7 @@ class ExodusNeuronMixin:
         call = ops.MembraneCall(current, self._alpha_mem(), threshold, min_v_mem=self.min_v_mem,
                                 norm_input=self.norm_input, record_states=self.record_states, sum_output=True,
                                 alpha_syn=alpha_syn, **self._kernel_options())
-        held_tensors = (call.alpha, call.threshold, call.subtract, call.min_v, call.synapse and call.synapse[0])
-        if (not compiling and call.reads_live and key[3] == "kernels"
-                and not any(isinstance(t, torch.Tensor) and t.requires_grad for t in held_tensors)):
+        if not compiling and call.reusable:
             self.__dict__["_exodus_call"] = (key, call)
         return call
 

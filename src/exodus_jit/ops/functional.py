@@ -278,9 +278,9 @@ class MembraneCall:
     of the input and states. A layer keeps one between calls.
 
     Alphas given as Decay(tau) are computed from tau at every call on the compiled kernels; other
-    parameter tensors are read live where `reads_live` says so (the given tensor or a view of
-    it), else their values of now are kept (a copy to another dtype or device). Value checks run
-    here, once.
+    parameter tensors are read live where `reusable` says so (the given tensor or a view of it),
+    else their values of now are kept (a copy to another dtype or device). Value checks run here,
+    once.
     """
 
     def __init__(self, u: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0, *,
@@ -314,12 +314,17 @@ class MembraneCall:
         self.record_states, self.sum_output = bool(record_states), bool(sum_output)
         self.alpha_syn_arg = alpha_syn  # for the two-op path, which resolves it itself
         self.synapse = None if alpha_syn is None else _alpha_param("alpha_syn", alpha_syn, u)
-        # whether every parameter tensor is read live (the given tensor, a view of it, or tau for
-        # alpha), so the call stays right however their values change; else it holds values of now
-        # (not asked while tracing: nothing keeps a call across traced calls)
-        pairs = ((self.alpha, alpha), (self.threshold, threshold), (self.subtract, subtract_value),
-                 (self.min_v, min_v_mem), (self.synapse and self.synapse[0], alpha_syn))
-        self.reads_live = not torch.compiler.is_compiling() and all(_reads_live(p, given) for p, given in pairs)
+        self._given = ((self.alpha, alpha), (self.threshold, threshold), (self.subtract, subtract_value),
+                       (self.min_v, min_v_mem), (self.synapse and self.synapse[0], alpha_syn))
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the call may be kept for later calls: every parameter tensor is read live (the
+        given tensor, a view of it, or tau for alpha), so it stays right however their values
+        change, and none carries an autograd graph of its own (such as a trained alpha's view of
+        its Parameter, which a later backward would run through again)."""
+        return all(_reads_live(prepared, given) and not (isinstance(prepared, Tensor) and prepared.requires_grad)
+                   for prepared, given in self._given)
 
     def __call__(self, u: Tensor, v0: Tensor, i_syn: Optional[Tensor] = None) -> MembraneOutput:
         if u.dtype != self.dtype or u.device != self.device or u.dim() < 2 or u.shape[2:] != self.features:
