@@ -15,7 +15,10 @@
 // - the synaptic stage (sinabs' tau_syn, SynapseForward) is fused in when present (Syn): the
 //   current is one more register and one more checkpoint, so it never goes through memory;
 // - backward keeps, from its recomputation of a segment, the membrane, dv/dalpha and the gate of
-//   every step, so the reverse walk recomputes nothing.
+//   every step, so the reverse walk recomputes nothing;
+// - the spike count divides by the threshold through its reciprocal (cuda_division.cuh): no
+//   branch per step, so a chunk of K steps is one block of straight-line code; the rare chunk
+//   whose membrane leaves the range where that is exact runs again with IEEE division.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -23,6 +26,7 @@
 
 #include <type_traits>
 
+#include "cuda_division.cuh"
 #include "cuda_kernels.h"
 #include "neuron_cell.h"
 
@@ -129,6 +133,7 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane
   const int F = static_cast<int>(a.shape.features), su = static_cast<int>(a.u.st);
   const int64_t b = n / F, f = n % F;
   const C cell(a.p, f);
+  const Reciprocal theta_reciprocal(cell.theta);
   using Data = Ring<T, K>;
   const Data ring(reinterpret_cast<T*>(shared));
   const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f);
@@ -166,20 +171,27 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane
       }
     }
     T* o = out + c * K * F;
-    if (steps - c * K >= K) {
+    const int len = static_cast<int>(steps - c * K < K ? steps - c * K : K);
+    // the chunk's steps (all K when kWhole, as straight-line code), dividing with div
+    auto run = [&](auto whole, const auto& div) {
       EXODUS_UNROLL
       for (int k = 0; k < K; ++k) {
-        const float y = cell.step(w, input(static_cast<float>(*ring.at(stage, k))));
+        if (!decltype(whole)::value && k >= len) break;
+        const float y = cell.step(w, input(static_cast<float>(*ring.at(stage, k))), div);
         o[k * F] = static_cast<T>(y);
         out_sum += y;
       }
-    } else {
-      const int len = static_cast<int>(steps - c * K);
-      for (int k = 0; k < len; ++k) {
-        const float y = cell.step(w, input(static_cast<float>(*ring.at(stage, k))));
-        o[k * F] = static_cast<T>(y);
-        out_sum += y;
-      }
+    };
+    const float w_start = w, sum_start = out_sum, i_start = i;
+    bool unsafe = C::kDivides && !theta_reciprocal.theta_ok;
+    const ReciprocalDivision div{theta_reciprocal.y, &unsafe};
+    if (len == K) run(std::true_type{}, div);
+    else run(std::false_type{}, div);
+    if (C::kDivides && unsafe) {  // rare: the chunk again with IEEE division, rewriting its outputs
+      w = w_start;
+      out_sum = sum_start;
+      if constexpr (Syn) i = i_start;
+      run(std::false_type{}, IeeeDivision{});
     }
     Data::sync();
     stage = next_stage(stage, stages);
@@ -215,6 +227,7 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn>()) membran
   const int F = static_cast<int>(a.shape.features), su = static_cast<int>(a.u.st), sg = static_cast<int>(a.g_out.st);
   const int64_t b = n / F, f = n % F;
   const C cell(a.p, f);
+  const Reciprocal theta_reciprocal(cell.theta);
   float* floats = reinterpret_cast<float*>(shared);
   const Ring<float, checkpoint_slots<Syn>()> checkpoints(floats);
   float* scratch = floats + stages * checkpoint_slots<Syn>() * kBlock + threadIdx.x;
@@ -266,25 +279,35 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn>()) membran
     const int len = kPartial ? static_cast<int>(steps - seg * K) : K;
     float v[K];
     unsigned gates = 0;
-    float w = *checkpoints.at(stage, 0);
-    [[maybe_unused]] float i = Syn ? *checkpoints.at(stage, 1) : 0.f;  // the current, with Syn
-    EXODUS_UNROLL
-    for (int k = 0; k < K; ++k) {
-      if (kPartial && k >= len) {
-        v[k] = 0.f;  // the surrogate of a step past the end is never used
-        continue;
+    // with div; x_t from load(k): the ring, or global memory for the rerun (dv/dalpha has
+    // replaced the ring's inputs by then)
+    auto recompute = [&](const auto& div, const auto& load) {
+      float w = *checkpoints.at(stage, 0);
+      [[maybe_unused]] float i = Syn ? *checkpoints.at(stage, 1) : 0.f;  // the current, with Syn
+      gates = 0;
+      EXODUS_UNROLL
+      for (int k = 0; k < K; ++k) {
+        if (kPartial && k >= len) {
+          v[k] = 0.f;  // the surrogate of a step past the end is never used
+          continue;
+        }
+        float x = load(k);
+        if constexpr (Syn) {
+          if (alpha_syn_grad) pre_syn[k * kBlock] = i + x;
+          x = synapse_step(i, x, alpha_syn);
+        }
+        const float w_prev = w;
+        float gate = 1.f;
+        cell.recompute(w, x, v[k], gate, div);
+        if (C::kGated && gate != 0.f) gates |= 1u << k;
+        if (alpha_grad) *d_alpha(stage, k) = norm_input ? w_prev - x : w_prev;  // dv_t/dalpha
       }
-      float x = static_cast<float>(*ring.at(stage, k));
-      if constexpr (Syn) {
-        if (alpha_syn_grad) pre_syn[k * kBlock] = i + x;
-        x = synapse_step(i, x, alpha_syn);
-      }
-      const float w_prev = w;
-      float gate = 1.f;
-      cell.recompute(w, x, v[k], gate);
-      if (C::kGated && gate != 0.f) gates |= 1u << k;
-      if (alpha_grad) *d_alpha(stage, k) = norm_input ? w_prev - x : w_prev;  // dv_t/dalpha
-    }
+    };
+    bool unsafe = C::kDivides && !theta_reciprocal.theta_ok;
+    recompute(ReciprocalDivision{theta_reciprocal.y, &unsafe},
+              [&](int k) { return static_cast<float>(*ring.at(stage, k)); });
+    if (C::kDivides && unsafe)  // rare: the segment again with IEEE division
+      recompute(IeeeDivision{}, [&](int k) { return static_cast<float>(u[(seg * K + k) * su]); });
     if constexpr (C::kSpiking) surrogate_grads<K>(v, cell.theta, a.surrogate);
     T* gu = g_u + seg * K * F;
     EXODUS_UNROLL

@@ -18,6 +18,8 @@ struct Cell {
   // The reverse walk needs a per-step gate (clipping passed, no spike for reset-to-value) only
   // for these options; otherwise it is 1 and costs nothing.
   static constexpr bool kGated = Clip || (kSpiking && R == ResetKind::ToValue);
+  // Whether the spike count divides by the threshold (MultiSpike, MaxSpike).
+  static constexpr bool kDivides = S == SpikeKind::Multi || S == SpikeKind::Max;
 
   A alpha, in_scale, theta, subtract, min_v, reset_value, max_spikes;
 
@@ -34,8 +36,9 @@ struct Cell {
         reset_value(reset_value_), max_spikes(max_spikes_) {}
 
   EXODUS_HD A membrane(A w, A x) const { return alpha * w + in_scale * x; }
-  EXODUS_HD A spikes(A v) const {
-    if constexpr (kSpiking) return spike_count_of<S>(v, theta, max_spikes);
+  template <class Div = IeeeDivision>
+  EXODUS_HD A spikes(A v, const Div& div = Div()) const {
+    if constexpr (kSpiking) return spike_count_of<S>(v, theta, max_spikes, div);
     else return A(0);
   }
   EXODUS_HD A reset(A v, A s) const {
@@ -50,16 +53,18 @@ struct Cell {
   EXODUS_HD A output(A v, A s) const { return kSpiking ? s : v; }
 
   // One forward step: returns the output, updates the state w.
-  EXODUS_HD A step(A& w, A x) const {
+  template <class Div = IeeeDivision>
+  EXODUS_HD A step(A& w, A x, const Div& div = Div()) const {
     const A v = membrane(w, x);
-    const A s = spikes(v);
+    const A s = spikes(v, div);
     w = state(reset(v, s));
     return output(v, s);
   }
   // The same step for backward's recomputation: also the membrane v and the gate of the step.
-  EXODUS_HD void recompute(A& w, A x, A& v, A& gate) const {
+  template <class Div = IeeeDivision>
+  EXODUS_HD void recompute(A& w, A x, A& v, A& gate, const Div& div = Div()) const {
     v = membrane(w, x);
-    const A s = spikes(v);
+    const A s = spikes(v, div);
     const A r = reset(v, s);
     if constexpr (kGated) {
       A g = A(1);

@@ -10,8 +10,6 @@ import torch
 
 from ..jit import CacheEntry, ExtensionSpec, prepare
 
-HEADERS = ("kernel_args.h", "neuron_math.h", "neuron_loops.h", "neuron_cell.h", "ops_impl.h", "ops_autograd.h",
-           "cpu_backend.h", "cuda_kernels.h", "cuda_membrane.cuh")
 # Half conversions are written as static_casts, which torch's default nvcc flags switch off.
 HALF_CONVERSIONS = tuple(
     f"-U{macro}"
@@ -31,12 +29,17 @@ def kernels_dir() -> Path:
     raise FileNotFoundError(f"exodus-jit kernel sources not found at {packaged} or {checkout}")
 
 
+def headers(root: Path) -> tuple:
+    """Every header of the kernel sources: their content is part of the build's cache key."""
+    return tuple(sorted(p for p in root.iterdir() if p.suffix in (".h", ".cuh")))
+
+
 def _spec(name: str, sources: Sequence[str], **flags) -> ExtensionSpec:
     root = kernels_dir()
     return ExtensionSpec(
         name=name,
         sources=tuple(root / s for s in sources),
-        depends=tuple(root / h for h in HEADERS),
+        depends=headers(root),
         include_dirs=(root,),
         **flags,
     )

@@ -1,0 +1,84 @@
+"""The fast CUDA kernels' spike division (kernels/cuda_division.cuh) against IEEE division for
+every float, and the kernels against the reference at membrane magnitudes where that division
+hands chunks back to IEEE division."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import DEVICES, needs_cuda
+from exodus_jit import ops
+from oracle import rel_err
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RANGE_EXPONENTS = (-60, 61)  # |v| and theta in [2^-60, 2^61) divide without IEEE division
+
+
+def _thresholds() -> torch.Tensor:
+    """Float32 thresholds inside the range: its edges, around 1, and log-uniform ones."""
+    def f32(x):
+        return torch.tensor(x, dtype=torch.float32)
+
+    def step(x, towards):
+        return torch.nextafter(x, f32(towards))
+
+    lo, hi = f32(2.0 ** RANGE_EXPONENTS[0]), f32(2.0 ** RANGE_EXPONENTS[1])
+    one = f32(1.0)
+    edges = [lo, step(lo, 1.0), step(hi, 0.0), one, step(one, 0.0), step(one, 2.0)] + [
+        f32(x) for x in (0.5, 0.1, 1.0 / 3.0, 0.3, 7.0, 1e-10, 1e10, 1.5 * 2.0 ** 40)]
+    random = torch.exp2(torch.empty(48, dtype=torch.float64).uniform_(*RANGE_EXPONENTS)).float()
+    return torch.cat([torch.stack(edges), random.clamp(lo, step(hi, 0.0))])
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_reciprocal_division_equals_ieee_division_for_every_float():
+    from exodus_jit.jit import ExtensionSpec, prepare
+    from exodus_jit.ops._extension import kernels_dir
+
+    prepare(ExtensionSpec("exodus_division_check", (FIXTURES / "division_check.cu",),
+                          depends=(kernels_dir() / "cuda_division.cuh",), include_dirs=(kernels_dir(),)))
+    compare = torch.ops.exodus_division_check.compare
+    # the bit patterns of v outside the range, zeros aside (they divide exactly): flagged
+    outside = (256 - (RANGE_EXPONENTS[1] - RANGE_EXPONENTS[0])) * 2**24 - 2
+    thetas = _thresholds()
+    result = compare(thetas.cuda()).cpu()
+    for theta, (bad, flagged, first_bad) in zip(thetas.tolist(), result.tolist()):
+        assert bad == 0, f"theta {theta!r}: {bad} quotients differ from IEEE division, first v bits {first_bad:#x}"
+        assert flagged == outside, f"theta {theta!r}: {flagged} steps flagged, expected {outside}"
+    # thresholds outside the range (or not positive) flag every step: IEEE division throughout
+    for theta, (bad, flagged, _) in zip((0.0, -1.0, 1e-30, 1e30), compare(torch.tensor(
+            [0.0, -1.0, 1e-30, 1e30], device="cuda")).cpu().tolist()):
+        assert bad == 0 and flagged == 2**32, f"theta {theta!r}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("spike", ["multi", "max"])
+def test_kernels_equal_reference_at_extreme_magnitudes(device, spike):
+    """Membranes from 1e-35 to 1e15 and thresholds from 1e-15 to 1e25 (per neuron), zeros
+    included: outputs and states bit-identical to the reference, gradients close."""
+    B, T, F = 3, 45, 64
+    u = torch.randn(B, T, F) * 10 ** torch.empty(B, T, F).uniform_(-35, 15)
+    u[:, :6] = 0  # a zero membrane divides exactly without falling back
+    threshold = 10 ** torch.empty(F).uniform_(-15, 25)
+    threshold[:8] = 1.0
+    u, threshold = u.to(device), threshold.to(device)
+    v0 = torch.zeros(B, F, device=device)
+    alpha = torch.tensor(0.9, device=device)
+    weights = torch.randn(B, T, F, dtype=torch.float64, device=device)
+    results = {}
+    for backend in ("kernels", "reference"):
+        ops.set_backend(backend)
+        try:
+            leaves = [t.clone().requires_grad_() for t in (u, v0, alpha)]
+            r = ops.membrane(*leaves, threshold, spike=spike, max_spikes=1000, norm_input=True, sum_output=True)
+            loss = (r.output.double() * weights).sum() + r.v_final.double().sum()
+            results[backend] = (r, torch.autograd.grad(loss, leaves))
+        finally:
+            ops.set_backend(None)
+    (got, g_got), (ref, g_ref) = results["kernels"], results["reference"]
+    assert torch.equal(got.output, ref.output) and torch.equal(got.v_final, ref.v_final)
+    assert torch.isfinite(got.output).all()
+    for a, b in zip(g_got, g_ref):
+        assert rel_err(a, b) < 1e-4
