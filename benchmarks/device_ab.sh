@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: kernel versions side by side (A/B). Each name in VARIANTS other
+# than "current" is a kernels/ folder carried under .variants/NAME/kernels (an ignored folder:
+# pass it in the device tool's carry); "current" is this checkout's. Each is built (cached per
+# source, so a repeat costs nothing) and timed with kernel_time.py, in ROUNDS alternating
+# rounds, so host drift shows as spread between rounds of one version.
+# Usage (device tool): VARIANTS="base current" bash benchmarks/device_ab.sh
+source benchmarks/device_env.sh
+rm -rf "$EXODUS_JIT_CACHE"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/ab-env.txt"
+SIZES=${SIZES:-16x500x512 16x500x4096 16x500x16384 16x4000x1024}
+mv kernels /tmp/kernels-current
+for round in $(seq ${ROUNDS:-2}); do
+  for v in ${VARIANTS:-base current}; do
+    rm -rf kernels
+    if [ "$v" = current ]; then cp -r /tmp/kernels-current kernels; else cp -r ".variants/$v/kernels" kernels; fi
+    python3 -m exodus_jit build --cuda 2>&1 | tail -1
+    python3 benchmarks/kernel_time.py --label "$v" --sizes $SIZES --dtypes ${DTYPES:-float32 bfloat16} \
+      --json "$OUT/ab.json" 2>&1 | tee -a "$OUT/ab.txt"
+  done
+done
+rm -rf kernels
+mv /tmp/kernels-current kernels

@@ -1,0 +1,92 @@
+"""GPU time of the membrane kernels alone (no autograd, no Python per launch in the timed region
+but the launch itself): forward and backward of the LIF's fast kernels, back to back, timed with
+CUDA events over many launches, median of rounds. For comparing kernel versions (A/B) without the
+host's per-call time in the numbers.
+
+    python benchmarks/kernel_time.py --sizes 16x500x512 16x500x16384 16x4000x1024
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from exodus_jit.ops import _extension  # noqa: E402
+from exodus_jit.ops._config import SaveKind  # noqa: E402
+
+CONFIG = (0.0, 1, 0, 0, True)  # reset_value, multi spike, max_spikes, subtract reset, norm_input
+SURROGATE = (1, [0.5, 1.0])    # single exponential, sinabs' defaults
+
+
+def time_kernels(shape, dtype, launches: int, rounds: int) -> dict:
+    """Median microseconds per forward and per backward launch over `rounds` rounds of `launches`."""
+    torch.manual_seed(0)
+    ops = _extension.backend_ops(torch.device("cuda"))
+    B, T, N = shape
+    # rotate between input sets so small sizes do not run from L2 on repeated data only
+    sets = max(1, min(8, (256 << 20) // (B * T * N * 4)))
+    us = [(torch.randn(shape, device="cuda") * 10).to(dtype) for _ in range(sets)]
+    gs = [torch.randn(shape, device="cuda").to(dtype) for _ in range(sets)]
+    v0 = torch.zeros(B, N, device="cuda")
+    alpha = torch.full((1,), float(torch.exp(torch.tensor(-0.1))), device="cuda")
+    one = torch.ones(1, device="cuda")
+
+    def forward(i):
+        return ops.membrane_forward(us[i % sets], v0, alpha, one, one, None, *CONFIG, int(SaveKind.CHECKPOINTS),
+                                    False, True)
+
+    ckpts = [forward(i)[1] for i in range(sets)]
+
+    def backward(i):
+        return ops.membrane_backward(gs[i % sets], None, None, None, ckpts[i % sets], us[i % sets], v0, alpha, one,
+                                     one, None, *CONFIG, *SURROGATE, None, True)
+
+    result = {}
+    for name, fn in (("forward_us", forward), ("backward_us", backward)):
+        for i in range(10):
+            fn(i)
+        times = []
+        for _ in range(rounds):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for i in range(launches):
+                fn(i)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e3 / launches)
+        result[name] = statistics.median(times)
+        result[name.replace("_us", "_spread_us")] = max(times) - min(times)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", nargs="+", default=["16x500x512", "16x500x16384", "16x4000x1024"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32"])
+    parser.add_argument("--launches", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--label", default="", help="a name for this kernel version in the output")
+    parser.add_argument("--json", help="append the results to this JSON file")
+    args = parser.parse_args()
+    rows = []
+    for size in args.sizes:
+        shape = tuple(int(s) for s in size.split("x"))
+        for dtype_name in args.dtypes:
+            r = time_kernels(shape, getattr(torch, dtype_name), args.launches, args.rounds)
+            r.update(size=size, dtype=dtype_name, label=args.label)
+            rows.append(r)
+            print(f"kernels {args.label:12s} {size:14s} {dtype_name:9s} forward {r['forward_us']:8.1f} us "
+                  f"(spread {r['forward_spread_us']:.1f})  backward {r['backward_us']:8.1f} us "
+                  f"(spread {r['backward_spread_us']:.1f})", flush=True)
+    if args.json:
+        path = Path(args.json)
+        old = json.loads(path.read_text()) if path.exists() else []
+        path.write_text(json.dumps(old + rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
