@@ -128,8 +128,18 @@ def breakdown_us(device: str, calls: int = 1000) -> dict:
         layer.reset_states()
         return layer(x)
 
+    # the same layer through MembraneCall's general path (_run), for comparison in one process
+    slow_layer = layers.LIF(tau_mem=10.0).to(device)
+    slow_layer(x)
+    slow_layer.__dict__["_exodus_call"][1]._direct_tail = None
+
+    def slow_layer_call():
+        slow_layer.reset_states()
+        return slow_layer(x)
+
     paths = {
         "layer (reset_states + forward)": layer_call,
+        "layer, MembraneCall._run path": slow_layer_call,
         "ops.membrane": lambda: ops.membrane(x, v0, ops.Decay(layer.tau_mem), layer.spike_threshold,
                                              norm_input=True, sum_output=True, **options).output,
         "C++ autograd op (tau)": lambda: _registry.run_membrane_autograd(

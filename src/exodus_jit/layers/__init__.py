@@ -26,16 +26,18 @@ class ExodusNeuronMixin:
         batch_size, time_steps, *trailing_dim = input_data.shape
         state_shape = (batch_size, *trailing_dim)
         buffers = self._buffers
-        if any(b is None or b.shape != state_shape for b in buffers.values()):
-            # State bookkeeping exactly as sinabs.layers.LIF.forward does it (the check above is
-            # its state_has_shape, cheaper per call).
-            if not self.is_state_initialised():
-                self.init_state_with_shape(state_shape)
-            if not self.state_has_shape(state_shape):
-                if not self.has_trailing_dimension(trailing_dim):
+        for b in buffers.values():
+            if b is None or b.shape != state_shape:
+                # State bookkeeping exactly as sinabs.layers.LIF.forward does it (the check above
+                # is its state_has_shape, cheaper per call).
+                if not self.is_state_initialised():
                     self.init_state_with_shape(state_shape)
-                else:
-                    self.handle_state_batch_size_mismatch(batch_size)
+                if not self.state_has_shape(state_shape):
+                    if not self.has_trailing_dimension(trailing_dim):
+                        self.init_state_with_shape(state_shape)
+                    else:
+                        self.handle_state_batch_size_mismatch(batch_size)
+                break
 
         alpha_syn = self._alpha_syn()
         recordings = {}
@@ -112,10 +114,9 @@ class ExodusNeuronMixin:
         buffers = [b for b in self._buffers.values() if b is not None]
         if randomize or self._modules or any(b.shape == (0,) for b in buffers):
             return super().reset_states(randomize, value_ranges)
-        with torch.no_grad():
-            torch._foreach_zero_(buffers)
         for b in buffers:
-            b.detach_()
+            b.detach_()  # first: then zeroing records no autograd history, without a no_grad block
+        torch._foreach_zero_(buffers)
 
     def _apply(self, *args, **kwargs):
         self.__dict__.pop("_exodus_call", None)  # .to(), .cuda(), .double() ... move the parameters

@@ -49,6 +49,14 @@ def set_backend(name: Optional[str]) -> None:
     _backend_override = name
 
 
+def _kernels_backend() -> bool:
+    """get_backend() == 'kernels', in the fewest operations (it runs on every layer call)."""
+    override = _backend_override
+    if override is not None:
+        return override == "kernels"
+    return os.environ.get("EXODUS_JIT_BACKEND", "kernels") == "kernels"
+
+
 def get_backend() -> str:
     name = _backend_override or os.environ.get("EXODUS_JIT_BACKEND", "kernels")
     if name not in BACKENDS:
@@ -316,6 +324,12 @@ class MembraneCall:
         self.synapse = None if alpha_syn is None else _alpha_param("alpha_syn", alpha_syn, u)
         self._given = ((self.alpha, alpha), (self.threshold, threshold), (self.subtract, subtract_value),
                        (self.min_v, min_v_mem), (self.synapse and self.synapse[0], alpha_syn))
+        self._state_dtype = _registry.state_dtype(u.dtype)
+        self._op = None  # the backend's membrane_autograd, looked up at the first direct call
+        # membrane_autograd's arguments after (u, v0), for the direct call of __call__'s common case
+        self._direct_tail = None if self.synapse is not None or self.surrogate_kind == SurrogateKind.GIVEN else (
+            self.alpha, self.threshold, self.subtract, self.min_v, *self.config, int(self.surrogate_kind),
+            self.surrogate_params, self.record_states, self.sum_output, self.tau, list(self.features))
 
     @property
     def reusable(self) -> bool:
@@ -327,6 +341,22 @@ class MembraneCall:
                    for prepared, given in self._given)
 
     def __call__(self, u: Tensor, v0: Tensor, i_syn: Optional[Tensor] = None) -> MembraneOutput:
+        tail = self._direct_tail
+        if (tail is not None and i_syn is None and type(u) is Tensor and type(v0) is Tensor and u.dtype is self.dtype
+                and v0.dtype is self._state_dtype and u.device == self.device and u.shape[2:] == self.features
+                and _kernels_backend() and not torch.compiler.is_compiling()):
+            # the common case (a layer's call) straight to the C++ op, which checks the state's
+            # shape and device itself: the same call as _run's, without its per-call Python
+            op = self._op
+            if op is None:
+                op = self._op = _registry.backend_ops(self.device).membrane_autograd
+            if u.dim() == 3:
+                out, w_rec, v_final, out_sum, _ = op(u, v0, *tail)
+                return MembraneOutput(out, v_final, w_rec if self.record_states else None,
+                                      out_sum if self.sum_output else None)
+            B, T = u.shape[0], u.shape[1]
+            out, w_rec, v_final, out_sum, _ = op(u.reshape(B, T, -1), v0.reshape(B, -1), *tail)
+            return self._output(u, out, w_rec, v_final, out_sum, None)
         if u.dtype != self.dtype or u.device != self.device or u.dim() < 2 or u.shape[2:] != self.features:
             _check_data("input", u)
             raise ValueError(f"this MembraneCall takes {self.dtype} input on {self.device} with neuron shape "
