@@ -7,7 +7,7 @@
 // seven dependent-ish instructions and a branch, which splits every unrolled chunk into basic
 // blocks the compiler cannot schedule across. Here the reciprocal is computed once per neuron
 // (theta is constant) with the same instructions, and each step runs the three fmas of q. Instead
-// of FCHK, a step whose membrane lies outside [2^-60, 2^61) (zero aside, divided exactly below)
+// of FCHK, a step whose membrane lies outside [2^-60, 2^61) (+0 aside, which divides exactly)
 // sets `unsafe`, and the caller runs the whole chunk again with IEEE division; a theta outside
 // that range (or not positive) marks every chunk. Inside the ranges no quotient, remainder or
 // reciprocal is subnormal or overflows, which is where the fast path is exact.
@@ -35,7 +35,8 @@ struct Reciprocal {
 };
 
 // v / theta with the neuron's Reciprocal; or'ed into *unsafe where the result may differ from
-// IEEE division (the caller then repeats the chunk with IeeeDivision).
+// IEEE division (the caller then repeats the chunk with IeeeDivision). No select on the
+// quotient: the three fmas are all it adds to the step's dependency chain.
 struct ReciprocalDivision {
   float y;
   bool* unsafe;
@@ -43,8 +44,9 @@ struct ReciprocalDivision {
     const float q0 = fmaf(v, y, 0.0f);
     const float rem = fmaf(-theta, q0, v);
     const float q = fmaf(y, rem, q0);
-    *unsafe |= !Reciprocal::in_range(v) & (v != 0.f);
-    return v == 0.f ? v : q;  // +-0 / theta = +-0 for theta > 0
+    // +0 comes out exactly (+0); -0 would come out +0, so it is flagged like the rest outside
+    *unsafe |= !Reciprocal::in_range(v) & (__float_as_uint(v) != 0u);
+    return q;
   }
 };
 

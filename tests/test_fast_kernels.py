@@ -40,8 +40,8 @@ def test_reciprocal_division_equals_ieee_division_for_every_float():
     prepare(ExtensionSpec("exodus_division_check", (FIXTURES / "division_check.cu",),
                           depends=(kernels_dir() / "cuda_division.cuh",), include_dirs=(kernels_dir(),)))
     compare = torch.ops.exodus_division_check.compare
-    # the bit patterns of v outside the range, zeros aside (they divide exactly): flagged
-    outside = (256 - (RANGE_EXPONENTS[1] - RANGE_EXPONENTS[0])) * 2**24 - 2
+    # the bit patterns of v outside the range, +0 aside (it divides exactly): flagged
+    outside = (256 - (RANGE_EXPONENTS[1] - RANGE_EXPONENTS[0])) * 2**24 - 1
     thetas = _thresholds()
     result = compare(thetas.cuda()).cpu()
     for theta, (bad, flagged, first_bad) in zip(thetas.tolist(), result.tolist()):
@@ -60,11 +60,13 @@ def test_kernels_equal_reference_at_extreme_magnitudes(device, spike):
     included: outputs and states bit-identical to the reference, gradients close."""
     B, T, F = 3, 45, 64
     u = torch.randn(B, T, F) * 10 ** torch.empty(B, T, F).uniform_(-35, 15)
-    u[:, :6] = 0  # a zero membrane divides exactly without falling back
+    u[:, :6] = 0  # a +0 membrane divides exactly without falling back
+    u[0, 0, :5] = -0.0  # with v0 = -0 a -0 membrane, which falls back (the division would give +0)
     threshold = 10 ** torch.empty(F).uniform_(-15, 25)
     threshold[:8] = 1.0
     u, threshold = u.to(device), threshold.to(device)
     v0 = torch.zeros(B, F, device=device)
+    v0[0, :5] = -0.0
     alpha = torch.tensor(0.9, device=device)
     weights = torch.randn(B, T, F, dtype=torch.float64, device=device)
     results = {}
@@ -78,7 +80,9 @@ def test_kernels_equal_reference_at_extreme_magnitudes(device, spike):
         finally:
             ops.set_backend(None)
     (got, g_got), (ref, g_ref) = results["kernels"], results["reference"]
-    assert torch.equal(got.output, ref.output) and torch.equal(got.v_final, ref.v_final)
-    assert torch.isfinite(got.output).all()
+    # to the bit, signs of zeros included
+    assert torch.equal(got.output.view(torch.int32), ref.output.view(torch.int32))
+    assert torch.equal(got.v_final.view(torch.int32), ref.v_final.view(torch.int32))
+    assert torch.isfinite(got.output).all() and (got.output.view(torch.int32) == -2**31).any()
     for a, b in zip(g_got, g_ref):
         assert rel_err(a, b) < 1e-4

@@ -349,7 +349,7 @@ class MembraneCall:
             # shape and device itself: the same call as _run's, without its per-call Python
             op = self._op
             if op is None:
-                op = self._op = _registry.backend_ops(self.device).membrane_autograd
+                op = self._op = _registry.backend_ops(self.device).membrane_autograd.default
             if u.dim() == 3:
                 out, w_rec, v_final, out_sum, _ = op(u, v0, *tail)
                 return MembraneOutput(out, v_final, w_rec if self.record_states else None,
