@@ -355,8 +355,9 @@ class MembraneCall:
                 return MembraneOutput(out, v_final, w_rec if self.record_states else None,
                                       out_sum if self.sum_output else None)
             B, T = u.shape[0], u.shape[1]
-            out, w_rec, v_final, out_sum, _ = op(u.reshape(B, T, -1), v0.reshape(B, -1), *tail)
-            return self._output(u, out, w_rec, v_final, out_sum, None)
+            if v0.shape[0] == B and v0.shape[1:] == self.features:  # else _run's error names the shape
+                out, w_rec, v_final, out_sum, _ = op(u.reshape(B, T, -1), v0.reshape(B, -1), *tail)
+                return self._output(u, out, w_rec, v_final, out_sum, None)
         if u.dtype != self.dtype or u.device != self.device or u.dim() < 2 or u.shape[2:] != self.features:
             _check_data("input", u)
             raise ValueError(f"this MembraneCall takes {self.dtype} input on {self.device} with neuron shape "
