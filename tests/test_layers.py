@@ -173,16 +173,20 @@ CHANGES = {
     "tau_mem without gradient": lambda l: l.tau_mem.requires_grad_(False),
     "record_states": lambda l: setattr(l, "record_states", True),
     "spike_fn": lambda l: setattr(l, "spike_fn", SingleSpike),
-    "optimizer step": lambda l: torch.optim.SGD(l.parameters(), lr=0.02).step() if l.tau_syn.grad is not None else None,
+    "optimizer step": lambda l: torch.optim.SGD(l.parameters(), lr=0.02).step() if l.tau_mem.grad is not None else None,
 }
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_changes_between_calls_show_in_the_next_call(device):
+@pytest.mark.parametrize("tau_syn", [5.0, None], ids=["tau_syn", "direct_call"])
+def test_changes_between_calls_show_in_the_next_call(device, tau_syn):
     """Whatever changes between calls (also through .data, which version counters miss) is in
-    the next call's outputs, states and gradients, as in sinabs; also in float64."""
-    s, e = pair("LIF", device, tau_mem=10.0, tau_syn=5.0)
+    the next call's outputs, states and gradients, as in sinabs; also in float64. Without
+    tau_syn the layer takes MembraneCall's direct path to the C++ op."""
+    s, e = pair("LIF", device, tau_mem=10.0, tau_syn=tau_syn)
     for name, change in CHANGES.items():
+        if tau_syn is None and "tau_syn" in name:
+            continue
         for layer in (s, e):
             change(layer)
             layer.reset_states()
@@ -205,6 +209,29 @@ def test_changes_between_calls_show_in_the_next_call(device):
         layer.reset_states()
     x = torch.randn(2, 12, 4, device=device, dtype=torch.float64) * 4
     assert torch.equal(e(x), s(x).double()) and torch.equal(e.v_mem, s.v_mem)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(3, 9, 5), (3, 9, 2, 3)])
+def test_direct_call_equals_the_general_path(device, shape):
+    """MembraneCall's direct path to the C++ op gives the general path's (_run's) outputs, states
+    and gradients to the bit."""
+    x = torch.randn(shape, device=device) * 4
+    runs = []
+    for direct in (True, False):
+        layer = el.LIF(tau_mem=torch.full(shape[2:], 8.0)).to(device)
+        layer(x)  # resolves and keeps the call
+        call = layer.__dict__["_exodus_call"][1]
+        assert call._direct_tail is not None
+        if not direct:
+            call._direct_tail = None
+        layer.reset_states()
+        xg = x.clone().requires_grad_()
+        out = layer(xg)
+        (out * torch.linspace(-1, 1, out.numel(), device=device).reshape(out.shape)).sum().backward()
+        runs.append((out, layer.v_mem, layer.firing_rate, xg.grad, layer.tau_mem.grad))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("device", DEVICES)

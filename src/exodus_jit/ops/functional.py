@@ -288,7 +288,9 @@ class MembraneCall:
     Alphas given as Decay(tau) are computed from tau at every call on the compiled kernels; other
     parameter tensors are read live where `reusable` says so (the given tensor or a view of it),
     else their values of now are kept (a copy to another dtype or device). Value checks run here,
-    once.
+    once. The common call (plain eager tensors, the compiled kernels, a built-in surrogate, no
+    synaptic stage, the state already in the state dtype) goes straight to the C++ operator with
+    its arguments prepared here; the others take the general path, with the same results.
     """
 
     def __init__(self, u: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0, *,
