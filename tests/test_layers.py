@@ -212,6 +212,21 @@ def test_changes_between_calls_show_in_the_next_call(device, tau_syn):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind, kwargs", [("LIF", {"tau_mem": 10.0}), ("IAF", {}), ("ExpLeak", {"tau_mem": 10.0}),
+                                          ("LIF", {"tau_mem": 10.0, "tau_syn": 5.0})])
+def test_layers_keep_their_membrane_call(device, kind, kwargs):
+    """A layer resolves its membrane call once and keeps it while nothing changes (on a GPU too:
+    IAF's alpha, a new CPU tensor(1.) per call in sinabs, must not make it rebuild per call)."""
+    layer = getattr(el, kind)(**kwargs).to(device)
+    x = torch.randn(2, 6, 4, device=device)
+    layer(x)
+    held = layer.__dict__["_exodus_call"]
+    layer.reset_states()
+    layer(x)
+    assert layer.__dict__["_exodus_call"] is held
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(3, 9, 5), (3, 9, 2, 3)])
 def test_direct_call_equals_the_general_path(device, shape):
     """MembraneCall's direct path to the C++ op gives the general path's (_run's) outputs, states

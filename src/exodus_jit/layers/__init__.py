@@ -124,8 +124,13 @@ class ExodusNeuronMixin:
 
     def _alpha_mem(self):
         """alpha_mem_calculated for the ops: from tau_mem as ops.Decay (no autograd graph per call)."""
-        if type(self).alpha_mem_calculated is not sl.LIF.alpha_mem_calculated:
-            return self.alpha_mem_calculated  # IAF: a constant
+        calculated = type(self).alpha_mem_calculated
+        if calculated is sl.IAF.alpha_mem_calculated:
+            # sinabs' IAF returns a new CPU tensor(1.) per call: as the number it is, the layer's
+            # call stays reusable on any device (a CPU tensor turned into a GPU constant is not)
+            return 1.0
+        if calculated is not sl.LIF.alpha_mem_calculated:
+            return self.alpha_mem_calculated  # another constant of a subclass: read per call
         return self.alpha_mem if self.train_alphas else ops.Decay(self.tau_mem)
 
     def _alpha_syn(self):
