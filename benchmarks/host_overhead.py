@@ -131,21 +131,25 @@ def breakdown_us(device: str, calls: int = 1000) -> dict:
     # the same layer through MembraneCall's general path (_run), for comparison in one process
     slow_layer = layers.LIF(tau_mem=10.0).to(device)
     slow_layer(x)
-    slow_layer.__dict__["_exodus_call"][1]._direct_tail = None
+    slow_layer.__dict__["_exodus_call"][1]._direct = False
 
     def slow_layer_call():
         slow_layer.reset_states()
         return slow_layer(x)
+
+    autograd_op = _registry.membrane_autograd_op(torch.device(device))
+
+    def op_args(alpha, tau):
+        return _registry.membrane_autograd_args(alpha, threshold, threshold, None, config, 1, [0.5, 1.0], False,
+                                                True, tau, (1,))
 
     paths = {
         "layer (reset_states + forward)": layer_call,
         "layer, MembraneCall._run path": slow_layer_call,
         "ops.membrane": lambda: ops.membrane(x, v0, ops.Decay(layer.tau_mem), layer.spike_threshold,
                                              norm_input=True, sum_output=True, **options).output,
-        "C++ autograd op (tau)": lambda: _registry.run_membrane_autograd(
-            x, v0, None, threshold, threshold, None, config, 1, [0.5, 1.0], False, True, layer.tau_mem, (1,))[0],
-        "C++ autograd op (alpha, no grad)": lambda: _registry.run_membrane_autograd(
-            x, v0, alpha, threshold, threshold, None, config, 1, [0.5, 1.0], False, True, None, (1,))[0],
+        "C++ autograd op (tau)": lambda: autograd_op(x, v0, *op_args(None, layer.tau_mem))[0],
+        "C++ autograd op (alpha, no grad)": lambda: autograd_op(x, v0, *op_args(alpha, None))[0],
         "Python autograd Function": lambda: functional._Membrane.apply(
             x, v0, alpha, threshold, threshold, None, config, surrogate, False, True)[0],
         "empty autograd Function": lambda: Identity.apply(x),

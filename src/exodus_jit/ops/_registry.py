@@ -120,17 +120,23 @@ def run_membrane_forward(u, v0, alpha, threshold, subtract, min_v, config, surro
                     int(save), record, sum_out)
 
 
-def run_membrane_autograd(u, v0, alpha, threshold, subtract, min_v, config, surrogate_kind, surrogate_params,
-                          record, sum_out, tau, features, synapse=None):
-    """Forward and backward of a built-in surrogate's membrane in C++ (kernels/ops_autograd.h),
-    eager plain tensors only: (output, recorded states, final state, output sum, final current),
-    the absent ones empty. Give alpha (a kernel parameter) or tau (an ops.Decay's, any shape that
-    broadcasts to the neuron shape `features`: the op computes alpha = exp(-1/tau) and tau's
-    gradient); synapse = (i0, alpha_syn, tau_syn) of the fused synaptic stage, one of the two
-    given. Differentiable in u, v0, alpha, tau, i0, alpha_syn and tau_syn."""
-    return backend_ops(u.device).membrane_autograd(
-        u, v0, alpha, threshold, subtract, min_v, *config, surrogate_kind, surrogate_params, record, sum_out, tau,
-        features, *(synapse or ()))
+def membrane_autograd_op(device: torch.device):
+    """The backend's membrane_autograd (kernels/ops_autograd.h): forward and backward of a built-in
+    surrogate's membrane in C++, eager plain tensors only. Call it as
+    op(u, v0, *membrane_autograd_args(...)) or, with the fused synaptic stage,
+    op(u, v0, *membrane_autograd_args(...), i0, alpha_syn, tau_syn) (one of the last two given);
+    it returns (output, recorded states, final state, output sum, final current), the absent ones
+    empty, differentiable in u, v0, alpha, tau, i0, alpha_syn and tau_syn."""
+    return backend_ops(device).membrane_autograd.default
+
+
+def membrane_autograd_args(alpha, threshold, subtract, min_v, config, surrogate_kind, surrogate_params, record,
+                           sum_out, tau, features) -> tuple:
+    """membrane_autograd's arguments after (u, v0), in its schema's order. Give alpha (a kernel
+    parameter) or tau (an ops.Decay's, any shape that broadcasts to the neuron shape `features`:
+    the op computes alpha = exp(-1/tau) from tau at every call and takes tau's gradient)."""
+    return (alpha, threshold, subtract, min_v, *config, int(surrogate_kind), list(surrogate_params), bool(record),
+            bool(sum_out), tau, list(features))
 
 
 def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wrec, g_vfinal, alpha_grad,

@@ -49,16 +49,13 @@ def set_backend(name: Optional[str]) -> None:
     _backend_override = name
 
 
-def _kernels_backend() -> bool:
-    """get_backend() == 'kernels', in the fewest operations (it runs on every layer call)."""
-    override = _backend_override
-    if override is not None:
-        return override == "kernels"
-    return os.environ.get("EXODUS_JIT_BACKEND", "kernels") == "kernels"
+def _chosen_backend() -> str:
+    """The backend asked for, unchecked (the layers' direct path reads it on every call)."""
+    return _backend_override or os.environ.get("EXODUS_JIT_BACKEND", "kernels")
 
 
 def get_backend() -> str:
-    name = _backend_override or os.environ.get("EXODUS_JIT_BACKEND", "kernels")
+    name = _chosen_backend()
     if name not in BACKENDS:
         raise ValueError(f"EXODUS_JIT_BACKEND must be one of {BACKENDS}, got {name!r}")
     return name
@@ -327,11 +324,12 @@ class MembraneCall:
         self._given = ((self.alpha, alpha), (self.threshold, threshold), (self.subtract, subtract_value),
                        (self.min_v, min_v_mem), (self.synapse and self.synapse[0], alpha_syn))
         self._state_dtype = _registry.state_dtype(u.dtype)
-        self._op = None  # the backend's membrane_autograd, looked up at the first direct call
-        # membrane_autograd's arguments after (u, v0), for the direct call of __call__'s common case
-        self._direct_tail = None if self.synapse is not None or self.surrogate_kind == SurrogateKind.GIVEN else (
-            self.alpha, self.threshold, self.subtract, self.min_v, *self.config, int(self.surrogate_kind),
-            self.surrogate_params, self.record_states, self.sum_output, self.tau, list(self.features))
+        # the C++ operator (built-in surrogates) and its arguments after (u, v0), prepared once
+        self._op = None  # looked up at the first call that runs it
+        self._op_args = None if self.surrogate_kind == SurrogateKind.GIVEN else _registry.membrane_autograd_args(
+            self.alpha, self.threshold, self.subtract, self.min_v, self.config, self.surrogate_kind,
+            self.surrogate_params, self.record_states, self.sum_output, self.tau, self.features)
+        self._direct = self._op_args is not None and self.synapse is None  # __call__'s common case
 
     @property
     def reusable(self) -> bool:
@@ -343,22 +341,18 @@ class MembraneCall:
                    for prepared, given in self._given)
 
     def __call__(self, u: Tensor, v0: Tensor, i_syn: Optional[Tensor] = None) -> MembraneOutput:
-        tail = self._direct_tail
-        if (tail is not None and i_syn is None and type(u) is Tensor and type(v0) is Tensor and u.dtype is self.dtype
+        if (self._direct and i_syn is None and type(u) is Tensor and type(v0) is Tensor and u.dtype is self.dtype
                 and v0.dtype is self._state_dtype and u.device == self.device and u.shape[2:] == self.features
-                and _kernels_backend() and not torch.compiler.is_compiling()):
-            # the common case (a layer's call) straight to the C++ op, which checks the state's
-            # shape and device itself: the same call as _run's, without its per-call Python
-            op = self._op
-            if op is None:
-                op = self._op = _registry.backend_ops(self.device).membrane_autograd.default
+                and _chosen_backend() == "kernels" and not torch.compiler.is_compiling()):
+            # the common case (a layer's call): _run's C++ path without its per-call checks, which
+            # the op makes itself for the state's shape and device
             if u.dim() == 3:
-                out, w_rec, v_final, out_sum, _ = op(u, v0, *tail)
+                out, w_rec, v_final, out_sum, _ = self._autograd_op(u, v0)
                 return MembraneOutput(out, v_final, w_rec if self.record_states else None,
                                       out_sum if self.sum_output else None)
             B, T = u.shape[0], u.shape[1]
             if v0.shape[0] == B and v0.shape[1:] == self.features:  # else _run's error names the shape
-                out, w_rec, v_final, out_sum, _ = op(u.reshape(B, T, -1), v0.reshape(B, -1), *tail)
+                out, w_rec, v_final, out_sum, _ = self._autograd_op(u.reshape(B, T, -1), v0.reshape(B, -1))
                 return self._output(u, out, w_rec, v_final, out_sum, None)
         if u.dtype != self.dtype or u.device != self.device or u.dim() < 2 or u.shape[2:] != self.features:
             _check_data("input", u)
@@ -383,11 +377,9 @@ class MembraneCall:
         syn = None if i_syn is None else (_check_state("i_syn", i_syn, u), *self.synapse)
         record_states, sum_output = self.record_states, self.sum_output
         out_sum = i_final = None
-        if self.surrogate_kind != SurrogateKind.GIVEN and _registry.direct(u3) and backend == "kernels":
+        if self._op_args is not None and _registry.direct(u3) and backend == "kernels":
             # forward and backward in C++: one operator call, a backward without Python
-            out, w_rec, v_final, out_sum, i_final = _registry.run_membrane_autograd(
-                u3, state, self.alpha, self.threshold, self.subtract, self.min_v, self.config, self.surrogate_kind,
-                self.surrogate_params, record_states, sum_output, self.tau, features, syn)
+            out, w_rec, v_final, out_sum, i_final = self._autograd_op(u3, state, syn)
             return self._output(u, out, w_rec, v_final, out_sum, i_final if syn else None)
         # the other paths take alpha itself, computed from tau per call if it comes from one
         alpha = self.alpha if self.tau is None else _decay_alpha("alpha", self.tau, u)
@@ -409,6 +401,14 @@ class MembraneCall:
                 u3, state, alpha, self.threshold, self.subtract, self.min_v, self.config, self.surrogate,
                 record_states, sum_output)
         return self._output(u, out, w_rec, v_final, out_sum, None)
+
+    def _autograd_op(self, u3: Tensor, state: Tensor, synapse: Optional[tuple] = None):
+        """The C++ operator on (B, T, F') input and (B, F') state, with the prepared arguments;
+        synapse = (i0, alpha_syn, tau_syn) of the fused synaptic stage."""
+        op = self._op
+        if op is None:
+            op = self._op = _registry.membrane_autograd_op(self.device)
+        return op(u3, state, *self._op_args, *(synapse or ()))
 
     def _output(self, u: Tensor, out, w_rec, v_final, out_sum, i_final) -> MembraneOutput:
         B, features = u.shape[0], self.features
