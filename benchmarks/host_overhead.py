@@ -139,17 +139,19 @@ def breakdown_us(device: str, calls: int = 1000) -> dict:
 
     autograd_op = _registry.membrane_autograd_op(torch.device(device))
 
-    def op_args(alpha, tau):
+    def op_args(alpha, tau):  # prepared once, as MembraneCall does
         return _registry.membrane_autograd_args(alpha, threshold, threshold, None, config, 1, [0.5, 1.0], False,
                                                 True, tau, (1,))
+
+    tau_args, alpha_args = op_args(None, layer.tau_mem), op_args(alpha, None)
 
     paths = {
         "layer (reset_states + forward)": layer_call,
         "layer, MembraneCall._run path": slow_layer_call,
         "ops.membrane": lambda: ops.membrane(x, v0, ops.Decay(layer.tau_mem), layer.spike_threshold,
                                              norm_input=True, sum_output=True, **options).output,
-        "C++ autograd op (tau)": lambda: autograd_op(x, v0, *op_args(None, layer.tau_mem))[0],
-        "C++ autograd op (alpha, no grad)": lambda: autograd_op(x, v0, *op_args(alpha, None))[0],
+        "C++ autograd op (tau)": lambda: autograd_op(x, v0, *tau_args)[0],
+        "C++ autograd op (alpha, no grad)": lambda: autograd_op(x, v0, *alpha_args)[0],
         "Python autograd Function": lambda: functional._Membrane.apply(
             x, v0, alpha, threshold, threshold, None, config, surrogate, False, True)[0],
         "empty autograd Function": lambda: Identity.apply(x),

@@ -24,14 +24,55 @@ namespace exodus {
 
 // Positions of membrane_autograd's arguments (backward returns one gradient per argument).
 enum MembraneArg : int {
-  kArgU, kArgV0, kArgAlpha, kArgThreshold, kArgSubtract, kArgMinV, kArgResetValue, kArgSpikeKind, kArgMaxSpikes,
-  kArgResetKind, kArgNormInput, kArgSurrogateKind, kArgSurrogateParams, kArgRecord, kArgSumOut, kArgTau, kArgFeatures,
-  kArgI0, kArgAlphaSyn, kArgTauSyn, kArgCount
+  kArgU, kArgV0, kArgAlpha, kArgThreshold, kArgSubtract, kArgMinV, kArgTau, kArgOptions, kArgI0, kArgAlphaSyn,
+  kArgTauSyn, kArgCount
 };
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptTensor = c10::optional<at::Tensor>;
+
+// membrane_autograd's constant options, packed by Python into one CPU float64 tensor once per
+// MembraneCall (exodus_jit/ops/_registry.py membrane_options, same layout): the dispatcher's
+// conversion of Python arguments costs per argument, most for lists (measured on the 2-core box:
+// 8.0 us per call with the options as 14 scalars and lists, ~3 us as one tensor). Layout:
+// reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, record, sum_out,
+// the number of surrogate parameters and those, the number of feature dimensions and those.
+struct MembraneOptions {
+  double reset_value;
+  int64_t spike_kind, max_spikes, reset_kind;
+  bool norm_input;
+  int64_t surrogate_kind;
+  bool record, sum_out;
+  at::ArrayRef<double> surrogate_params;  // views of the options tensor
+  c10::SmallVector<int64_t, 5> features;
+
+  explicit MembraneOptions(const at::Tensor& packed) {
+    TORCH_CHECK_VALUE(packed.device().is_cpu() && packed.scalar_type() == at::kDouble && packed.dim() == 1 &&
+                          packed.is_contiguous(),
+                      "membrane_autograd's options must be a contiguous 1-d CPU float64 tensor");
+    const double* v = packed.data_ptr<double>();
+    const int64_t n = packed.numel();
+    auto count_at = [&](int64_t i) {
+      TORCH_CHECK_VALUE(i < n && v[i] >= 0 && v[i] == static_cast<double>(static_cast<int64_t>(v[i])),
+                        "membrane_autograd's options are malformed");
+      return static_cast<int64_t>(v[i]);
+    };
+    const int64_t params = count_at(8);
+    const int64_t dims = count_at(9 + params);
+    TORCH_CHECK_VALUE(n == 10 + params + dims, "membrane_autograd's options are malformed");
+    reset_value = v[0];
+    spike_kind = static_cast<int64_t>(v[1]);
+    max_spikes = static_cast<int64_t>(v[2]);
+    reset_kind = static_cast<int64_t>(v[3]);
+    norm_input = v[4] != 0.0;
+    surrogate_kind = static_cast<int64_t>(v[5]);
+    record = v[6] != 0.0;
+    sum_out = v[7] != 0.0;
+    surrogate_params = at::ArrayRef<double>(v + 9, params);
+    for (int64_t d = 0; d < dims; ++d) features.push_back(count_at(10 + params + d));
+  }
+};
 
 // A parameter (of any shape broadcastable to the neuron shape) in the kernels' form: (1,) or (F',)
 // in the state dtype. As ops.functional._feature_param.
@@ -112,12 +153,12 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
 
   static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& v0,
                                const OptTensor& alpha_given, const at::Tensor& threshold, const at::Tensor& subtract,
-                               const OptTensor& min_v, double reset_value, int64_t spike_kind, int64_t max_spikes,
-                               int64_t reset_kind, bool norm_input, int64_t surrogate_kind,
-                               at::ArrayRef<double> surrogate_params, bool record, bool sum_out,
-                               const OptTensor& tau, at::IntArrayRef features, const OptTensor& i0,
-                               const OptTensor& alpha_syn_given, const OptTensor& tau_syn, bool save) {
-    TORCH_CHECK_VALUE(surrogate_kind != static_cast<int64_t>(SurrogateKind::Given),
+                               const OptTensor& min_v, const OptTensor& tau, const at::Tensor& options,
+                               const OptTensor& i0, const OptTensor& alpha_syn_given, const OptTensor& tau_syn,
+                               bool save) {
+    const MembraneOptions o(options);
+    const at::IntArrayRef features = o.features;
+    TORCH_CHECK_VALUE(o.surrogate_kind != static_cast<int64_t>(SurrogateKind::Given),
                       "membrane_autograd evaluates built-in surrogates only");
     TORCH_CHECK_VALUE(alpha_given.has_value() != tau.has_value(), "give alpha or tau");
     TORCH_CHECK_VALUE(!i0.has_value() || alpha_syn_given.has_value() != tau_syn.has_value(),
@@ -134,19 +175,16 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
 
     const int64_t save_kind = static_cast<int64_t>(save ? SaveKind::Checkpoints : SaveKind::Nothing);
     auto [out, ckpt, w_rec, v_final, out_sum, i_final] =
-        Ops<Backend>::membrane_forward(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes,
-                                       reset_kind, norm_input, save_kind, record, sum_out, i0, alpha_syn);
+        Ops<Backend>::membrane_forward(u, v0, alpha, threshold, subtract, min_v, o.reset_value, o.spike_kind,
+                                       o.max_spikes, o.reset_kind, o.norm_input, save_kind, o.record, o.sum_out, i0,
+                                       alpha_syn);
     ctx->set_materialize_grads(false);  // unused outputs get undefined gradients, not zeros to read
     if (save) {
       ctx->save_for_backward({ckpt, u, v0, alpha, threshold, subtract, min_v.value_or(at::Tensor()),
                               i0.value_or(at::Tensor()), alpha_syn.value_or(at::Tensor()),
                               tau.value_or(at::Tensor()), decay.decay, decay.reciprocal_sq,
                               tau_syn.value_or(at::Tensor()), decay_syn.decay, decay_syn.reciprocal_sq});
-      ctx->saved_data["config"] = std::vector<double>{reset_value, static_cast<double>(spike_kind),
-                                                      static_cast<double>(max_spikes), static_cast<double>(reset_kind),
-                                                      norm_input ? 1.0 : 0.0, static_cast<double>(surrogate_kind)};
-      ctx->saved_data["surrogate"] = surrogate_params.vec();
-      ctx->saved_data["features"] = features.vec();
+      ctx->saved_data["options"] = options;
       ctx->saved_data["edges"] = edge_indices(alpha_given, min_v, tau, i0, alpha_syn_given, tau_syn);
     }
     return {out, w_rec, v_final, out_sum, i_final};
@@ -154,11 +192,11 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     // nothing saved: only inputs without gradients (threshold, subtract, min_v) asked for them
-    if (!ctx->saved_data.count("config")) return variable_list(kArgCount + 1);
+    if (!ctx->saved_data.count("options")) return variable_list(kArgCount + 1);
     const variable_list saved = ctx->get_saved_variables();
-    const std::vector<double> config = ctx->saved_data["config"].toDoubleVector();
-    const std::vector<double> surrogate_params = ctx->saved_data["surrogate"].toDoubleVector();
-    const std::vector<int64_t> features = ctx->saved_data["features"].toIntVector();
+    const at::Tensor options = ctx->saved_data["options"].toTensor();
+    const MembraneOptions o(options);
+    const at::IntArrayRef features = o.features;
     const std::vector<int64_t> edges = ctx->saved_data["edges"].toIntVector();
     auto needs = [&](int arg) { return edges[arg] >= 0 && ctx->needs_input_grad(edges[arg]); };
     // saved tensors absent when undefined; gradients also when empty (those of empty placeholder outputs)
@@ -179,9 +217,8 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     auto [g_u, g_v0, g_alpha, g_i0, g_alpha_syn] = Ops<Backend>::membrane_backward(
         g_out, grad_or_none(grads[3]), grad_or_none(grads[1]), grad_or_none(grads[2]), saved[kSavedCkpt], u,
         saved[kSavedV0], alpha, saved[kSavedThreshold], saved[kSavedSubtract], saved_or_none(saved[kSavedMinV]),
-        config[0],
-        static_cast<int64_t>(config[1]), static_cast<int64_t>(config[2]), static_cast<int64_t>(config[3]),
-        config[4] != 0.0, static_cast<int64_t>(config[5]), surrogate_params, c10::nullopt, alpha_grad,
+        o.reset_value, o.spike_kind, o.max_spikes, o.reset_kind, o.norm_input, o.surrogate_kind, o.surrogate_params,
+        c10::nullopt, alpha_grad,
         syn ? grad_or_none(grads[4]) : OptTensor(), saved_or_none(saved[kSavedI0]), saved_or_none(alpha_syn),
         alpha_syn_grad);
 
@@ -207,9 +244,9 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     std::vector<int64_t> edges(kArgCount, -1);
     int64_t next = 0;
     auto present = [](const OptTensor* t) { return t == nullptr || (t->has_value() && (*t)->defined()); };
-    const std::array<std::pair<int, const OptTensor*>, 10> order = {{{kArgU, nullptr}, {kArgV0, nullptr},
+    const std::array<std::pair<int, const OptTensor*>, kArgCount> order = {{{kArgU, nullptr}, {kArgV0, nullptr},
         {kArgAlpha, &alpha}, {kArgThreshold, nullptr}, {kArgSubtract, nullptr}, {kArgMinV, &min_v}, {kArgTau, &tau},
-        {kArgI0, &i0}, {kArgAlphaSyn, &alpha_syn}, {kArgTauSyn, &tau_syn}}};
+        {kArgOptions, nullptr}, {kArgI0, &i0}, {kArgAlphaSyn, &alpha_syn}, {kArgTauSyn, &tau_syn}}};
     for (const auto& [arg, t] : order)
       if (present(t)) edges[arg] = next++;
     return edges;
@@ -219,17 +256,14 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
   // input that takes gradients), so forward keeps checkpoints only then.
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> call(
       const at::Tensor& u, const at::Tensor& v0, const OptTensor& alpha, const at::Tensor& threshold,
-      const at::Tensor& subtract, const OptTensor& min_v, double reset_value, int64_t spike_kind,
-      int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t surrogate_kind,
-      at::ArrayRef<double> surrogate_params, bool record, bool sum_out, const OptTensor& tau,
-      at::IntArrayRef features, const OptTensor& i0, const OptTensor& alpha_syn, const OptTensor& tau_syn) {
+      const at::Tensor& subtract, const OptTensor& min_v, const OptTensor& tau, const at::Tensor& options,
+      const OptTensor& i0, const OptTensor& alpha_syn, const OptTensor& tau_syn) {
     auto takes_grad = [](const OptTensor& t) { return t.has_value() && t->defined() && t->requires_grad(); };
     const bool save = at::GradMode::is_enabled() &&
                       (u.requires_grad() || v0.requires_grad() || takes_grad(alpha) || takes_grad(tau) ||
                        takes_grad(i0) || takes_grad(alpha_syn) || takes_grad(tau_syn));
-    variable_list out = MembraneFunction::apply(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind,
-                                                max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params,
-                                                record, sum_out, tau, features, i0, alpha_syn, tau_syn, save);
+    variable_list out =
+        MembraneFunction::apply(u, v0, alpha, threshold, subtract, min_v, tau, options, i0, alpha_syn, tau_syn, save);
     return {out[0], out[1], out[2], out[3], out[4]};
   }
 };
@@ -240,13 +274,12 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
 // (output, recorded states or empty, final state, output summed over time or empty, final
 // synaptic current or empty), differentiable in u, v0, alpha or tau, i0, alpha_syn or tau_syn.
 // Give alpha in the kernels' form ((1,) or (F',), state dtype) or tau (any shape broadcastable
-// to the neuron shape `features`); with i0 likewise alpha_syn or tau_syn.
+// to the neuron shape, the `features` of options); with i0 likewise alpha_syn or tau_syn.
+// options: the constant options in one CPU float64 tensor (MembraneOptions).
 #define EXODUS_DEFINE_AUTOGRAD_OPS(NAMESPACE, BACKEND)                                                          \
   TORCH_LIBRARY_FRAGMENT(NAMESPACE, m) {                                                                        \
     m.def("membrane_autograd(Tensor u, Tensor v0, Tensor? alpha, Tensor threshold, Tensor subtract, "          \
-          "Tensor? min_v, float reset_value, int spike_kind, int max_spikes, int reset_kind, bool norm_input, " \
-          "int surrogate_kind, float[] surrogate_params, bool record, bool sum_out, Tensor? tau, "              \
-          "int[] features, Tensor? i0=None, Tensor? alpha_syn=None, Tensor? tau_syn=None) "                     \
-          "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",                                                        \
+          "Tensor? min_v, Tensor? tau, Tensor options, Tensor? i0=None, Tensor? alpha_syn=None, "               \
+          "Tensor? tau_syn=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",                                  \
           &exodus::MembraneFunction<BACKEND>::call);                                                            \
   }

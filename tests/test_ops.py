@@ -377,6 +377,22 @@ def test_bad_input_is_a_clear_error(call, error, match):
         call()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_membrane_autograd_refuses_malformed_options(device):
+    """The C++ op's packed options (MembraneOptions) are checked before anything runs: the
+    layout of _registry.membrane_options, and nothing else."""
+    from exodus_jit.ops import _registry
+
+    u, v0, one = torch.zeros(2, 3, 4, device=device), torch.zeros(2, 4, device=device), torch.ones(1, device=device)
+    op = _registry.membrane_autograd_op(torch.device(device))
+    alpha, threshold, subtract, min_v, tau, options = _registry.membrane_autograd_args(
+        one * 0.5, one, one, None, (0.0, 1, 0, 0, False), 1, [0.5, 1.0], False, True, None, (4,))
+    assert torch.equal(op(u, v0, alpha, threshold, subtract, min_v, tau, options)[0], torch.zeros_like(u))
+    for bad in (options.float(), options[:-1], torch.cat([options, options[-1:]]), options.to(device).view(1, -1)):
+        with pytest.raises(ValueError, match="options"):
+            op(u, v0, alpha, threshold, subtract, min_v, tau, bad)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_parameters_on_another_device_are_refused():

@@ -7,6 +7,7 @@ layout: data (B, T, F), states (B, F), parameters (1,) or (F,) in the state dtyp
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Tuple
 
 import torch
@@ -130,13 +131,31 @@ def membrane_autograd_op(device: torch.device):
     return backend_ops(device).membrane_autograd.default
 
 
+def membrane_options(config, surrogate_kind, surrogate_params, record, sum_out, features) -> Tensor:
+    """membrane_autograd's constant options packed in one CPU float64 tensor, in the layout of
+    MembraneOptions (kernels/ops_autograd.h): one argument instead of fourteen scalars and lists,
+    whose conversion by the dispatcher cost ~5 us per call. Shared between calls with the same
+    options (the op only reads it)."""
+    reset_value, spike_kind, max_spikes, reset_kind, norm_input = config
+    return _packed_options(float(reset_value), int(spike_kind), int(max_spikes), int(reset_kind), bool(norm_input),
+                           int(surrogate_kind), tuple(float(p) for p in surrogate_params), bool(record),
+                           bool(sum_out), tuple(int(d) for d in features))
+
+
+@functools.lru_cache(maxsize=256)
+def _packed_options(reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, params, record,
+                    sum_out, features) -> Tensor:
+    return torch.tensor([reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, record,
+                         sum_out, len(params), *params, len(features), *features], dtype=torch.float64)
+
+
 def membrane_autograd_args(alpha, threshold, subtract, min_v, config, surrogate_kind, surrogate_params, record,
                            sum_out, tau, features) -> tuple:
     """membrane_autograd's arguments after (u, v0), in its schema's order. Give alpha (a kernel
     parameter) or tau (an ops.Decay's, any shape that broadcasts to the neuron shape `features`:
     the op computes alpha = exp(-1/tau) from tau at every call and takes tau's gradient)."""
-    return (alpha, threshold, subtract, min_v, *config, int(surrogate_kind), list(surrogate_params), bool(record),
-            bool(sum_out), tau, list(features))
+    return (alpha, threshold, subtract, min_v, tau,
+            membrane_options(config, surrogate_kind, surrogate_params, record, sum_out, features))
 
 
 def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wrec, g_vfinal, alpha_grad,
