@@ -19,9 +19,9 @@ bool fast_path(const MembraneBackwardArgs<float>& a);
 cudaError_t launch_fast(const MembraneForwardArgs<float>& a, cudaStream_t stream);
 cudaError_t launch_fast(const MembraneBackwardArgs<float>& a, cudaStream_t stream);
 
-// alpha = exp(-1/tau) and tau's gradient (cuda_decay.cu); instances for (A, Tau) = (float, float),
-// (double, float) and (double, double).
-template <typename A, typename Tau> cudaError_t launch_decay_forward(const DecayArgs<A, Tau>& a, cudaStream_t stream);
-template <typename A, typename Tau> cudaError_t launch_decay_backward(const DecayArgs<A, Tau>& a, cudaStream_t stream);
+// tau's gradient from alpha's per-neuron gradient (cuda_decay.cu), for float and double; the
+// partial sums' count for one tau of n = rows * cols neurons.
+int decay_grad_blocks(int64_t n);
+template <typename A> cudaError_t launch(const DecayGradArgs<A>& a, cudaStream_t stream);
 
 }  // namespace exodus

@@ -5,6 +5,7 @@
 // A is the accumulation/state type: float for float32/float16/bfloat16 data, double for float64.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #ifdef __CUDACC__
@@ -61,12 +62,32 @@ struct View3 {
   EXODUS_HD int64_t offset(int64_t b, int64_t t, int64_t f) const { return b * sb + t * st + f * sf; }
 };
 
-// A neuron parameter: one value (stride 0) or one per feature (stride 1); never per batch.
+// alpha = exp(-1/tau) of a time constant, as sinabs computes it (torch.exp(-1.0 / tau):
+// reciprocal, times -1, exp) and with PyTorch's CUDA operations (IEEE division, CUDA's exp), so
+// equal to PyTorch's values to the bit on the GPU. Not used on the CPU, whose torch.exp is a
+// vectorised implementation of its own (ops_autograd.h computes alpha with it there).
+template <typename A>
+EXODUS_HD A decay_of_tau(A tau) {
+  const A reciprocal = A(1) / tau;
+#ifdef __CUDA_ARCH__
+  return exp(reciprocal * A(-1));
+#else
+  return std::exp(reciprocal * A(-1));
+#endif
+}
+
+// A neuron parameter: one value (stride 0) or one per feature (stride 1); never per batch. With
+// from_tau (alphas on the GPU) the data are time constants tau and the value is exp(-1/tau), so
+// alpha costs no launch of its own and is read live from tau; read once per neuron.
 template <typename A>
 struct Param {
   const A* data = nullptr;
   int64_t stride = 0;
-  EXODUS_HD A at(int64_t f) const { return data[f * stride]; }
+  bool from_tau = false;
+  EXODUS_HD A at(int64_t f) const {
+    const A value = data[f * stride];
+    return from_tau ? decay_of_tau(value) : value;
+  }
   EXODUS_HD bool present() const { return data != nullptr; }
 };
 
@@ -172,20 +193,22 @@ struct SynapticBackwardArgs {
   A* g_alpha;   // (B, F) or null
 };
 
-// alpha = exp(-1/tau) of a time constant tau (ops_autograd.h), elementwise over tau's n values:
-// forward writes alpha in the state dtype A for the kernels, and in tau's dtype Tau with 1/tau^2
-// for tau's gradient; backward turns the reduced gradient of alpha (A, tau's shape) into tau's.
-// The arithmetic is sinabs' (reciprocal, times -1, exp) and autograd's (exp's, then the
-// reciprocal's backward), operation by operation, so the values equal PyTorch's to the bit.
-template <typename A, typename Tau>
-struct DecayArgs {
-  int64_t n;
-  const Tau* tau;
-  A* alpha;            // forward: alpha for the kernels
-  Tau* decay;          // forward: alpha in tau's dtype
-  Tau* reciprocal_sq;  // forward: (1/tau)^2
-  const A* g_alpha;    // backward: alpha's gradient summed into tau's shape
-  Tau* g_tau;          // backward
+// tau's gradient from alpha's per-neuron gradient (B, F) where the kernels computed alpha from
+// tau (Param::from_tau), in one launch: the sum over the batch (and over the features for one
+// tau), then autograd's arithmetic for alpha = exp(-1/tau) (times alpha, times (1/tau)^2: exp's
+// and the reciprocal's backward, whose two signs cancel). The sums run in a fixed order, so the
+// result is deterministic; for one tau in two levels: `blocks` partial sums, which the block
+// that finishes last (counted in *counter, zero before the launch) adds up in index order.
+template <typename A>
+struct DecayGradArgs {
+  int64_t rows, cols;  // B, F
+  const A* g_alpha;    // (B, F)
+  const A* tau;        // (1,) or (F,)
+  bool per_feature;    // tau has F values, else one
+  A* g_tau;            // tau's shape
+  A* partials;         // (blocks,) for one tau
+  unsigned* counter;   // for one tau
+  int blocks;
 };
 
 // Calls without extras (recorded states, the membrane trajectory, given surrogate values): what

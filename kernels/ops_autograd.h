@@ -97,45 +97,41 @@ inline void check_decay(const at::Tensor& alpha, const char* name) {
 }
 
 // alpha = exp(-1/tau) for the kernels, and what tau's gradient needs, all from tau's values now.
+// Where the backend's kernels compute alpha from tau themselves (CUDA: Param::from_tau, the same
+// operations as PyTorch's, so the same bits) and tau is one value or one per neuron in the state
+// dtype, that is tau itself: no launch before the membrane's, nothing more to keep. Otherwise
+// with PyTorch's operations, as sinabs computes alpha (torch.exp(-1.0 / tau) is reciprocal,
+// times -1, exp), keeping what the gradient needs.
 struct Decay {
-  at::Tensor alpha;          // kernel form
-  at::Tensor decay;          // alpha in tau's shape and dtype
-  at::Tensor reciprocal_sq;  // (1/tau)^2 in tau's shape and dtype
+  at::Tensor alpha;          // the kernel parameter: alpha, or tau when from_tau
+  bool from_tau = false;
+  at::Tensor decay;          // not from_tau: alpha in tau's shape and dtype
+  at::Tensor reciprocal_sq;  // not from_tau: (1/tau)^2 in tau's shape and dtype
 };
 
-// As sinabs computes alpha (torch.exp(-1.0 / tau) is reciprocal, times -1, exp): in one launch
-// where the Backend has decay kernels and tau is one value or one per neuron, else with those
-// PyTorch operations. Both give PyTorch's values to the bit (tested).
 template <class Backend>
 Decay decay_of(const at::Tensor& tau, at::ScalarType st, at::IntArrayRef features) {
-  if constexpr (Backend::kDecayKernels) {
-    if (tau.is_contiguous() && (tau.numel() == 1 || tau.sizes() == features)) {
-      Decay d{at::empty({tau.numel()}, tau.options().dtype(st)), at::empty_like(tau), at::empty_like(tau)};
-      if (Backend::decay_forward(tau, d.alpha, d.decay, d.reciprocal_sq)) return d;
-    }
-  }
+  if (Backend::kDecayInKernels && tau.scalar_type() == st && tau.is_contiguous() &&
+      (tau.numel() == 1 || tau.sizes() == features))
+    return {tau, true, at::Tensor(), at::Tensor()};
   const at::Tensor reciprocal = tau.reciprocal();
   const at::Tensor decay = reciprocal.mul(-1.0).exp();
-  return {kernel_param(decay, st, features), decay, reciprocal.mul(reciprocal)};
+  return {kernel_param(decay, st, features), false, decay, reciprocal.mul(reciprocal)};
 }
 
-// The gradient of tau from the per-neuron (B, F') gradient of alpha: with the operations, in the
-// order, that autograd runs backward through kernel_param(exp(reciprocal(tau) * -1)), so it equals
-// the gradient of the paths that differentiate alpha with autograd, to the bit.
+// The gradient of tau from the per-neuron (B, F') gradient of alpha. From tau in the kernels:
+// the backend's one launch (a deterministic sum, then autograd's arithmetic). Otherwise with the
+// operations, in the order, that autograd runs backward through
+// kernel_param(exp(reciprocal(tau) * -1)), so it equals the gradient of the paths that
+// differentiate alpha with autograd, to the bit.
 template <class Backend>
-at::Tensor decay_grad(const at::Tensor& per_neuron, const at::Tensor& tau, const at::Tensor& decay,
-                      const at::Tensor& reciprocal_sq, at::IntArrayRef features) {
+at::Tensor decay_grad(const at::Tensor& per_neuron, const at::Tensor& tau, const Decay& d, at::IntArrayRef features) {
+  if (d.from_tau) return Backend::decay_grad(per_neuron, tau);
   const at::Tensor g_alpha =
       (tau.numel() == 1 ? per_neuron.sum() : per_neuron.sum(0).reshape(features).sum_to_size(tau.sizes()))
           .reshape(tau.sizes());
-  if constexpr (Backend::kDecayKernels) {
-    if (decay.is_contiguous()) {
-      at::Tensor g_tau = at::empty_like(decay);
-      if (Backend::decay_backward(g_alpha.contiguous(), decay, reciprocal_sq, g_tau)) return g_tau;
-    }
-  }
   // .to(tau's dtype), exp's backward, the reciprocal's (the two signs cancel exactly)
-  return g_alpha.to(tau.scalar_type()).mul(decay).mul(reciprocal_sq);
+  return g_alpha.to(tau.scalar_type()).mul(d.decay).mul(d.reciprocal_sq);
 }
 
 // A (B, F') per-neuron gradient summed into its parameter's (1,) or (F',) shape.
@@ -170,14 +166,14 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     const at::Tensor alpha = tau.has_value() ? decay.alpha : *alpha_given;
     OptTensor alpha_syn;
     if (i0.has_value()) alpha_syn = decay_syn.alpha.defined() ? decay_syn.alpha : *alpha_syn_given;
-    if (tau.has_value()) check_decay(alpha, "alpha");
-    if (decay_syn.alpha.defined()) check_decay(*alpha_syn, "alpha_syn");
+    if (tau.has_value() && !decay.from_tau) check_decay(alpha, "alpha");
+    if (decay_syn.alpha.defined() && !decay_syn.from_tau) check_decay(*alpha_syn, "alpha_syn");
 
     const int64_t save_kind = static_cast<int64_t>(save ? SaveKind::Checkpoints : SaveKind::Nothing);
     auto [out, ckpt, w_rec, v_final, out_sum, i_final] =
         Ops<Backend>::membrane_forward(u, v0, alpha, threshold, subtract, min_v, o.reset_value, o.spike_kind,
                                        o.max_spikes, o.reset_kind, o.norm_input, save_kind, o.record, o.sum_out, i0,
-                                       alpha_syn);
+                                       alpha_syn, decay.from_tau, decay_syn.from_tau);
     ctx->set_materialize_grads(false);  // unused outputs get undefined gradients, not zeros to read
     if (save) {
       ctx->save_for_backward({ckpt, u, v0, alpha, threshold, subtract, min_v.value_or(at::Tensor()),
@@ -185,6 +181,7 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
                               tau.value_or(at::Tensor()), decay.decay, decay.reciprocal_sq,
                               tau_syn.value_or(at::Tensor()), decay_syn.decay, decay_syn.reciprocal_sq});
       ctx->saved_data["options"] = options;
+      ctx->saved_data["from_tau"] = static_cast<int64_t>(decay.from_tau) | static_cast<int64_t>(decay_syn.from_tau) << 1;
       ctx->saved_data["edges"] = edge_indices(alpha_given, min_v, tau, i0, alpha_syn_given, tau_syn);
     }
     return {out, w_rec, v_final, out_sum, i_final};
@@ -209,8 +206,11 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
       // only other outputs' gradients came: a stride-0 zero costs no memory traffic
       g_out = at::zeros({}, u.options()).expand(u.sizes());
     }
-    const at::Tensor& alpha = saved[kSavedAlpha];
+    const at::Tensor& alpha = saved[kSavedAlpha];  // tau where the kernels compute alpha from it
     const at::Tensor& alpha_syn = saved[kSavedAlphaSyn];
+    const int64_t from_tau = ctx->saved_data["from_tau"].toInt();
+    const Decay decay{alpha, (from_tau & 1) != 0, saved[kSavedDecay], saved[kSavedReciprocalSq]};
+    const Decay decay_syn{alpha_syn, (from_tau & 2) != 0, saved[kSavedDecaySyn], saved[kSavedReciprocalSqSyn]};
     const bool syn = alpha_syn.defined();
     const bool alpha_grad = needs(kArgAlpha) || needs(kArgTau);
     const bool alpha_syn_grad = syn && (needs(kArgAlphaSyn) || needs(kArgTauSyn));
@@ -220,20 +220,16 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
         o.reset_value, o.spike_kind, o.max_spikes, o.reset_kind, o.norm_input, o.surrogate_kind, o.surrogate_params,
         c10::nullopt, alpha_grad,
         syn ? grad_or_none(grads[4]) : OptTensor(), saved_or_none(saved[kSavedI0]), saved_or_none(alpha_syn),
-        alpha_syn_grad);
+        alpha_syn_grad, decay.from_tau, decay_syn.from_tau);
 
     variable_list result(kArgCount);
     if (needs(kArgU)) result[kArgU] = g_u;
     if (needs(kArgV0)) result[kArgV0] = g_v0;
     if (needs(kArgAlpha)) result[kArgAlpha] = reduce_param_grad(g_alpha, alpha);
-    if (needs(kArgTau))
-      result[kArgTau] =
-          decay_grad<Backend>(g_alpha, saved[kSavedTau], saved[kSavedDecay], saved[kSavedReciprocalSq], features);
+    if (needs(kArgTau)) result[kArgTau] = decay_grad<Backend>(g_alpha, saved[kSavedTau], decay, features);
     if (needs(kArgI0)) result[kArgI0] = g_i0;
     if (needs(kArgAlphaSyn)) result[kArgAlphaSyn] = reduce_param_grad(g_alpha_syn, alpha_syn);
-    if (needs(kArgTauSyn))
-      result[kArgTauSyn] = decay_grad<Backend>(g_alpha_syn, saved[kSavedTauSyn], saved[kSavedDecaySyn],
-                                               saved[kSavedReciprocalSqSyn], features);
+    if (needs(kArgTauSyn)) result[kArgTauSyn] = decay_grad<Backend>(g_alpha_syn, saved[kSavedTauSyn], decay_syn, features);
     result.emplace_back();  // the `save` flag
     return result;
   }

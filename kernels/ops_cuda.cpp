@@ -23,36 +23,30 @@ struct CudaBackend {
     C10_CUDA_CHECK(launch(a, c10::cuda::getCurrentCUDAStream().stream()));
   }
 
-  // alpha from tau in one launch each way (cuda_decay.cu) for the dtype pairs it has; false: the
-  // caller runs PyTorch's operations instead.
-  static constexpr bool kDecayKernels = true;
-  static bool decay_forward(const at::Tensor& tau, const at::Tensor& alpha, const at::Tensor& decay,
-                            const at::Tensor& reciprocal_sq) {
-    return with_decay_types(alpha.scalar_type(), tau.scalar_type(), [&](auto a_tag, auto tau_tag) {
-      using A = decltype(a_tag);
-      using Tau = decltype(tau_tag);
-      DecayArgs<A, Tau> a{tau.numel(), tau.data_ptr<Tau>(), alpha.data_ptr<A>(), decay.data_ptr<Tau>(),
-                          reciprocal_sq.data_ptr<Tau>(), nullptr, nullptr};
-      C10_CUDA_CHECK(launch_decay_forward(a, c10::cuda::getCurrentCUDAStream().stream()));
+  // alpha = exp(-1/tau) computed by the membrane kernels from tau (Param::from_tau), and tau's
+  // gradient from alpha's per-neuron one (B, F') in one launch (cuda_decay.cu); tau: (1,) or
+  // (F',) values, contiguous, in the state dtype.
+  static constexpr bool kDecayInKernels = true;
+  static at::Tensor decay_grad(const at::Tensor& g_alpha, const at::Tensor& tau) {
+    Guard guard(g_alpha);
+    at::Tensor g_tau = at::empty_like(tau);
+    if (g_alpha.numel() == 0) return g_tau.zero_();
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
+    with_state_type(g_alpha.scalar_type(), [&](auto zero) {
+      using A = decltype(zero);
+      DecayGradArgs<A> a{g_alpha.size(0), g_alpha.size(1), g_alpha.data_ptr<A>(), tau.data_ptr<A>(),
+                         tau.numel() == g_alpha.size(1), g_tau.data_ptr<A>(), nullptr, nullptr, 0};
+      at::Tensor scratch;  // partial sums, then the counter of finished blocks
+      if (!a.per_feature) {
+        a.blocks = decay_grad_blocks(g_alpha.numel());
+        scratch = at::empty({a.blocks + 1}, g_alpha.options());
+        a.partials = scratch.data_ptr<A>();
+        a.counter = reinterpret_cast<unsigned*>(a.partials + a.blocks);
+        C10_CUDA_CHECK(cudaMemsetAsync(a.counter, 0, sizeof(unsigned), stream));
+      }
+      C10_CUDA_CHECK(launch(a, stream));
     });
-  }
-  static bool decay_backward(const at::Tensor& g_alpha, const at::Tensor& decay, const at::Tensor& reciprocal_sq,
-                             const at::Tensor& g_tau) {
-    return with_decay_types(g_alpha.scalar_type(), decay.scalar_type(), [&](auto a_tag, auto tau_tag) {
-      using A = decltype(a_tag);
-      using Tau = decltype(tau_tag);
-      DecayArgs<A, Tau> a{decay.numel(), nullptr, nullptr, decay.data_ptr<Tau>(), reciprocal_sq.data_ptr<Tau>(),
-                          g_alpha.data_ptr<A>(), g_tau.data_ptr<Tau>()};
-      C10_CUDA_CHECK(launch_decay_backward(a, c10::cuda::getCurrentCUDAStream().stream()));
-    });
-  }
-  template <typename Launch>
-  static bool with_decay_types(at::ScalarType a, at::ScalarType tau, Launch launch) {
-    if (a == at::kFloat && tau == at::kFloat) launch(float{}, float{});
-    else if (a == at::kDouble && tau == at::kFloat) launch(double{}, float{});
-    else if (a == at::kDouble && tau == at::kDouble) launch(double{}, double{});
-    else return false;
-    return true;
+    return g_tau;
   }
 };
 

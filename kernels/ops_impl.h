@@ -54,14 +54,14 @@ const A* state_ptr(const at::Tensor& ref, const at::Tensor& t, at::IntArrayRef s
 
 template <typename A>
 Param<A> param(const at::Tensor& ref, const at::Tensor& t, int64_t features, const char* name,
-               std::vector<at::Tensor>& keep) {
+               std::vector<at::Tensor>& keep, bool from_tau = false) {
   check_same_device(ref, t, name);
   TORCH_CHECK_VALUE(t.numel() == 1 || t.numel() == features, name, " must have 1 or ", features,
                     " (one per feature) elements, got ", t.numel());
   TORCH_CHECK_TYPE(t.scalar_type() == c10::CppTypeToScalarType<A>::value, name, " must be ",
                    c10::CppTypeToScalarType<A>::value, ", got ", t.scalar_type());
   keep.push_back(t.contiguous());
-  return {keep.back().data_ptr<A>(), t.numel() == 1 ? 0 : 1};
+  return {keep.back().data_ptr<A>(), t.numel() == 1 ? 0 : 1, from_tau};
 }
 
 template <typename A>
@@ -69,11 +69,11 @@ NeuronParams<A> neuron_params(const at::Tensor& u, int64_t features, const at::T
                               const at::Tensor& threshold, const at::Tensor& subtract,
                               const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
                               int64_t max_spikes, int64_t reset_kind, bool norm_input,
-                              std::vector<at::Tensor>& keep) {
+                              std::vector<at::Tensor>& keep, bool alpha_from_tau) {
   TORCH_CHECK_VALUE(spike_kind >= 0 && spike_kind <= 3, "unknown spike_kind ", spike_kind);
   TORCH_CHECK_VALUE(reset_kind == 0 || reset_kind == 1, "unknown reset_kind ", reset_kind);
   NeuronParams<A> p;
-  p.alpha = param<A>(u, alpha, features, "alpha", keep);
+  p.alpha = param<A>(u, alpha, features, alpha_from_tau ? "tau" : "alpha", keep, alpha_from_tau);
   p.threshold = param<A>(u, threshold, features, "threshold", keep);
   p.subtract = param<A>(u, subtract, features, "subtract_value", keep);
   p.min_v = min_v.has_value() ? param<A>(u, *min_v, features, "min_v_mem", keep) : Param<A>{nullptr, 0};
@@ -113,12 +113,19 @@ void with_state_type(at::ScalarType st, Fill fill) {
 // and a Guard type constructed from the input tensor (device guard; nothing on the CPU).
 template <class Backend>
 struct Ops {
+  // alpha given as tau (the kernels compute exp(-1/tau)) only where the kernels do it as PyTorch does
+  static void check_from_tau(bool from_tau) {
+    TORCH_CHECK_VALUE(!from_tau || Backend::kDecayInKernels, "this backend takes alpha, not tau");
+  }
+
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_forward(
       const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
       const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
       int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save, bool record, bool sum_out,
-      const c10::optional<at::Tensor>& i0, const c10::optional<at::Tensor>& alpha_syn) {
+      const c10::optional<at::Tensor>& i0, const c10::optional<at::Tensor>& alpha_syn, bool alpha_from_tau,
+      bool alpha_syn_from_tau) {
     typename Backend::Guard guard(u);
+    check_from_tau(alpha_from_tau || alpha_syn_from_tau);
     const Shape shape = shape_of(u, "u");
     const DType dtype = dtype_of(u, "u");
     const at::ScalarType st = state_type(u.scalar_type());
@@ -144,7 +151,7 @@ struct Ops {
       a.shape = shape;
       a.dtype = dtype;
       a.p = neuron_params<A>(u, shape.features, alpha, threshold, subtract, min_v, reset_value, spike_kind,
-                             max_spikes, reset_kind, norm_input, keep);
+                             max_spikes, reset_kind, norm_input, keep, alpha_from_tau);
       a.u = view3(u);
       a.v0 = state_ptr<A>(u, v0, {shape.batch, shape.features}, "v0", keep);
       a.out = out.data_ptr();
@@ -154,7 +161,7 @@ struct Ops {
       a.v_final = v_final.data_ptr<A>();
       a.out_sum = sum_out ? out_sum.data_ptr<A>() : nullptr;
       if (syn) {
-        a.syn.alpha = param<A>(u, *alpha_syn, shape.features, "alpha_syn", keep);
+        a.syn.alpha = param<A>(u, *alpha_syn, shape.features, "alpha_syn", keep, alpha_syn_from_tau);
         a.syn.i0 = state_ptr<A>(u, *i0, {shape.batch, shape.features}, "i0", keep);
         a.syn.i_final = i_final.data_ptr<A>();
         a.syn.ckpt = a.ckpt ? a.ckpt + shape.batch * checkpoints(shape.time) * shape.features : nullptr;
@@ -173,8 +180,9 @@ struct Ops {
       double reset_value, int64_t spike_kind, int64_t max_spikes, int64_t reset_kind, bool norm_input,
       int64_t surrogate_kind, at::ArrayRef<double> surrogate_params, const c10::optional<at::Tensor>& sigma,
       bool alpha_grad, const c10::optional<at::Tensor>& g_ifinal, const c10::optional<at::Tensor>& i0,
-      const c10::optional<at::Tensor>& alpha_syn, bool alpha_syn_grad) {
+      const c10::optional<at::Tensor>& alpha_syn, bool alpha_syn_grad, bool alpha_from_tau, bool alpha_syn_from_tau) {
     typename Backend::Guard guard(u);
+    check_from_tau(alpha_from_tau || alpha_syn_from_tau);
     const Shape shape = shape_of(u, "u");
     const DType dtype = dtype_of(u, "u");
     const at::ScalarType st = state_type(u.scalar_type());
@@ -202,7 +210,7 @@ struct Ops {
       a.shape = shape;
       a.dtype = dtype;
       a.p = neuron_params<A>(u, shape.features, alpha, threshold, subtract, min_v, reset_value, spike_kind,
-                             max_spikes, reset_kind, norm_input, keep);
+                             max_spikes, reset_kind, norm_input, keep, alpha_from_tau);
       a.surrogate.kind = static_cast<SurrogateKind>(surrogate_kind);
       for (int i = 0; i < kSurrogateParams; ++i)
         a.surrogate.p[i] = i < static_cast<int>(surrogate_params.size()) ? static_cast<A>(surrogate_params[i]) : A(0);
@@ -218,7 +226,7 @@ struct Ops {
       a.g_v0 = g_v0.data_ptr<A>();
       a.g_alpha = alpha_grad ? g_alpha.data_ptr<A>() : nullptr;
       if (syn) {
-        a.syn.alpha = param<A>(u, *alpha_syn, shape.features, "alpha_syn", keep);
+        a.syn.alpha = param<A>(u, *alpha_syn, shape.features, "alpha_syn", keep, alpha_syn_from_tau);
         a.syn.i0 = state_ptr<A>(u, *i0, {shape.batch, shape.features}, "i0", keep);
         a.syn.ckpt = a.ckpt + shape.batch * checkpoints(shape.time) * shape.features;
         a.syn.g_ifinal = g_ifinal.has_value() ? state_ptr<A>(u, *g_ifinal, {shape.batch, shape.features}, "grad of final i_syn", keep) : nullptr;
@@ -295,7 +303,8 @@ struct Ops {
   TORCH_LIBRARY(NAMESPACE, m) {                                                                                 \
     m.def("membrane_forward(Tensor u, Tensor v0, Tensor alpha, Tensor threshold, Tensor subtract, "            \
           "Tensor? min_v, float reset_value, int spike_kind, int max_spikes, int reset_kind, bool norm_input, " \
-          "int save, bool record, bool sum_out, Tensor? i0=None, Tensor? alpha_syn=None) "                     \
+          "int save, bool record, bool sum_out, Tensor? i0=None, Tensor? alpha_syn=None, "                     \
+          "bool alpha_from_tau=False, bool alpha_syn_from_tau=False) "                                          \
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",                                                \
           &exodus::Ops<BACKEND>::membrane_forward);                                                             \
     m.def("membrane_backward(Tensor g_out, Tensor? g_out_sum, Tensor? g_wrec, Tensor? g_vfinal, Tensor ckpt, "     \
@@ -303,7 +312,8 @@ struct Ops {
           "Tensor alpha, Tensor threshold, Tensor subtract, Tensor? min_v, float reset_value, int spike_kind, " \
           "int max_spikes, int reset_kind, bool norm_input, int surrogate_kind, float[] surrogate_params, "     \
           "Tensor? sigma, bool alpha_grad, Tensor? g_ifinal=None, Tensor? i0=None, Tensor? alpha_syn=None, "   \
-          "bool alpha_syn_grad=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",                             \
+          "bool alpha_syn_grad=False, bool alpha_from_tau=False, bool alpha_syn_from_tau=False) "              \
+          "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",                                                        \
           &exodus::Ops<BACKEND>::membrane_backward);                                                            \
     m.def("synaptic_forward(Tensor x, Tensor i0, Tensor alpha) -> (Tensor, Tensor)",                            \
           &exodus::Ops<BACKEND>::synaptic_forward);                                                             \

@@ -186,24 +186,57 @@ def test_alpha_from_tau_is_sinabs_expression_to_the_bit(device, dtype, tau_shape
     assert torch.equal(out[:, 0], expected)
 
 
+def _tau_grads(x, v0, tau, weights, alpha_ofs):
+    """tau's gradient of one loss through ops.membrane, for each way of making alpha from tau."""
+    grads = []
+    for alpha_of in alpha_ofs:
+        leaf = tau.clone().requires_grad_()
+        r = ops.membrane(x, v0, alpha_of(leaf), 1.0, norm_input=True)
+        (g,) = torch.autograd.grad((r.output * weights.to(x.dtype)).sum() + r.v_final.sum(), leaf)
+        grads.append(g)
+    return grads
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tau_shape", TAU_SHAPES.values(), ids=TAU_SHAPES.keys())
 def test_tau_gradient_equals_autograd_through_alpha(device, dtype, tau_shape, kernels_backend):
     """tau's gradient from the op (Decay) equals autograd's through alpha = exp(-1/tau) passed as
-    a tensor, to the bit: the same operations in the same order."""
+    a tensor: on the CPU to the bit (the same operations in the same order); on the GPU, where
+    the kernels compute alpha from tau and one launch sums tau's gradient (scalar and per-neuron
+    tau) in an order of its own, to the rounding of that sum (the same rounding autograd's sum
+    has against the float64 gradient)."""
+    torch.manual_seed(0)
     x = (torch.randn(4, 30, 6, 7, device=device) * 3).to(dtype)
     v0 = torch.zeros(4, 6, 7, device=device, dtype=dtype)
     tau = torch.rand(tau_shape, device=device) * 10 + 2
     weights = torch.randn_like(x)
-    grads = []
-    for alpha_of in (ops.Decay, lambda t: torch.exp(-1.0 / t)):
-        leaf = tau.clone().requires_grad_()
-        r = ops.membrane(x, v0, alpha_of(leaf), 1.0, norm_input=True)
-        (g,) = torch.autograd.grad((r.output * weights).sum() + r.v_final.sum(), leaf)
-        grads.append(g)
-    assert grads[0].abs().sum() > 0
-    assert torch.equal(grads[0], grads[1])
+    decay, autograd = _tau_grads(x, v0, tau.to(dtype), weights, (ops.Decay, lambda t: torch.exp(-1.0 / t)))
+    assert decay.abs().sum() > 0
+    if device == "cpu" or tau_shape == TAU_SHAPES["broadcast"]:  # the latter: PyTorch's operations on the GPU too
+        assert torch.equal(decay, autograd)
+    else:
+        (exact,) = _tau_grads(x.double(), v0.double(), tau.double(), weights, (lambda t: torch.exp(-1.0 / t),))
+        bound = max(rel_err(autograd, exact), torch.finfo(dtype).eps) * 4
+        assert rel_err(decay, exact) <= bound
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("features", [1, 3000, 70000])
+def test_tau_gradient_sum_on_the_gpu_is_deterministic_and_exact(features, kernels_backend):
+    """One tau over many neurons: the GPU sums tau's gradient in two levels (partial sums, then
+    the block that finishes last adds them in index order). The same call gives the same bits
+    every time, and it is as close to float64's as autograd's sum is (within 4x)."""
+    torch.manual_seed(1)
+    x = torch.randn(5, 20, features, device="cuda") * 3
+    v0 = torch.zeros(5, features, device="cuda")
+    tau = torch.tensor(7.0, device="cuda")
+    weights = torch.randn_like(x)
+    first, second, autograd = _tau_grads(x, v0, tau, weights, (ops.Decay, ops.Decay, lambda t: torch.exp(-1.0 / t)))
+    assert torch.equal(first, second)
+    (exact,) = _tau_grads(x.double(), v0.double(), tau.double(), weights, (lambda t: torch.exp(-1.0 / t),))
+    assert rel_err(first, exact) <= max(rel_err(autograd, exact), torch.finfo(torch.float32).eps) * 4
 
 
 def test_fused_synapse_on_the_reference_backend_runs_the_two_ops():
