@@ -4,7 +4,8 @@
 # pass it in the device tool's carry); "current" is this checkout's. Each is built (cached per
 # source, so a repeat costs nothing) and timed with kernel_time.py, in ROUNDS alternating
 # rounds, so host drift shows as spread between rounds of one version.
-# Usage (device tool): VARIANTS="base current" bash benchmarks/device_ab.sh
+# Usage (device tool): VARIANTS="base current" bash benchmarks/device_ab.sh (MIN_V=-1: also the
+# clipped LIF, float32)
 source benchmarks/device_env.sh
 rm -rf "$EXODUS_JIT_CACHE"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/ab-env.txt"
@@ -17,6 +18,10 @@ for round in $(seq ${ROUNDS:-2}); do
     python3 -m exodus_jit build --cuda 2>&1 | tail -1
     python3 benchmarks/kernel_time.py --label "$v" --sizes $SIZES --dtypes ${DTYPES:-float32 bfloat16} \
       --json "$OUT/ab.json" 2>&1 | tee -a "$OUT/ab.txt"
+    if [ -n "${MIN_V:-}" ]; then  # the clipped LIF (min_v_mem) too
+      python3 benchmarks/kernel_time.py --label "$v" --sizes $SIZES --dtypes float32 --min-v "$MIN_V" \
+        --json "$OUT/ab.json" 2>&1 | tee -a "$OUT/ab.txt"
+    fi
   done
 done
 rm -rf kernels

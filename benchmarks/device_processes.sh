@@ -11,7 +11,7 @@ for c in $CHECKOUTS; do
   root=$PWD; [ "$c" = current ] || root=$PWD/.variants/$c
   PYTHONPATH=/tmp/site:$root/src python3 -m exodus_jit build --cuda 2>&1 | tail -1
 done
-mkdir -p /tmp/processes
+rm -rf /tmp/processes && mkdir -p /tmp/processes  # a warm machine keeps the last call's
 for i in $(seq ${PROCESSES:-8}); do
   for c in $CHECKOUTS; do
     root=$PWD; [ "$c" = current ] || root=$PWD/.variants/$c

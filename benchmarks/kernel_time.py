@@ -22,8 +22,9 @@ CONFIG = (0.0, 1, 0, 0, True)  # reset_value, multi spike, max_spikes, subtract 
 SURROGATE = (1, [0.5, 1.0])    # single exponential, sinabs' defaults
 
 
-def time_kernels(shape, dtype, launches: int, rounds: int) -> dict:
-    """Median microseconds per forward and per backward launch over `rounds` rounds of `launches`."""
+def time_kernels(shape, dtype, launches: int, rounds: int, min_v=None) -> dict:
+    """Median microseconds per forward and per backward launch over `rounds` rounds of `launches`;
+    min_v: clip the membrane below it (sinabs' min_v_mem), else no clipping."""
     torch.manual_seed(0)
     ops = _extension.backend_ops(torch.device("cuda"))
     B, T, N = shape
@@ -34,16 +35,17 @@ def time_kernels(shape, dtype, launches: int, rounds: int) -> dict:
     v0 = torch.zeros(B, N, device="cuda")
     alpha = torch.full((1,), float(torch.exp(torch.tensor(-0.1))), device="cuda")
     one = torch.ones(1, device="cuda")
+    clip = None if min_v is None else torch.full((1,), float(min_v), device="cuda")
 
     def forward(i):
-        return ops.membrane_forward(us[i % sets], v0, alpha, one, one, None, *CONFIG, int(SaveKind.CHECKPOINTS),
+        return ops.membrane_forward(us[i % sets], v0, alpha, one, one, clip, *CONFIG, int(SaveKind.CHECKPOINTS),
                                     False, True)
 
     ckpts = [forward(i)[1] for i in range(sets)]
 
     def backward(i):
         return ops.membrane_backward(gs[i % sets], None, None, None, ckpts[i % sets], us[i % sets], v0, alpha, one,
-                                     one, None, *CONFIG, *SURROGATE, None, True)
+                                     one, clip, *CONFIG, *SURROGATE, None, True)
 
     result = {}
     for name, fn in (("forward_us", forward), ("backward_us", backward)):
@@ -71,15 +73,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--label", default="", help="a name for this kernel version in the output")
     parser.add_argument("--json", help="append the results to this JSON file")
+    parser.add_argument("--min-v", type=float, help="clip the membrane below this (LIF with min_v_mem)")
     args = parser.parse_args()
     rows = []
     for size in args.sizes:
         shape = tuple(int(s) for s in size.split("x"))
         for dtype_name in args.dtypes:
-            r = time_kernels(shape, getattr(torch, dtype_name), args.launches, args.rounds)
-            r.update(size=size, dtype=dtype_name, label=args.label)
+            r = time_kernels(shape, getattr(torch, dtype_name), args.launches, args.rounds, args.min_v)
+            r.update(size=size, dtype=dtype_name, label=args.label, min_v=args.min_v)
             rows.append(r)
-            print(f"kernels {args.label:12s} {size:14s} {dtype_name:9s} forward {r['forward_us']:8.1f} us "
+            clipped = "" if args.min_v is None else f" min_v {args.min_v:g}"
+            print(f"kernels {args.label:12s} {size:14s} {dtype_name:9s}{clipped} forward {r['forward_us']:8.1f} us "
                   f"(spread {r['forward_spread_us']:.1f})  backward {r['backward_us']:8.1f} us "
                   f"(spread {r['backward_spread_us']:.1f})", flush=True)
     if args.json:

@@ -118,11 +118,13 @@ struct Ring {
 };
 
 // Blocks per multiprocessor the register caps allow (launch bounds): forward 24 (40 registers),
-// backward 16 (64); the synaptic stage needs a few more registers, or ptxas spills.
+// backward 16 (64). The synaptic stage needs a few more registers, as the backward does with
+// clipping (min_v) or 2-byte data (its cooperative copies), or ptxas spills: at 64 registers
+// 4-16 bytes per thread with clipping, 16-20 with bfloat16, on the reverse walk's path.
 template <bool Syn>
 constexpr int forward_blocks_per_sm() { return Syn ? 20 : 24; }
-template <bool Syn>
-constexpr int backward_blocks_per_sm() { return Syn ? 12 : 16; }
+template <bool Syn, bool Clip, typename T>
+constexpr int backward_blocks_per_sm() { return Syn ? 12 : Clip || sizeof(T) == 2 ? 14 : 16; }
 
 template <class C, typename T, bool Syn>
 __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane_forward_fast(const MembraneForwardArgs<float> a, int stages) {
@@ -219,7 +221,7 @@ __host__ __device__ constexpr int backward_float_words(int stages) {
 }
 
 template <class C, typename T, bool Syn>
-__global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn>()) membrane_backward_fast(const MembraneBackwardArgs<float> a, int stages) {
+__global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips, T>()) membrane_backward_fast(const MembraneBackwardArgs<float> a, int stages) {
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
   if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data (fast_path: F % 32 == 0)

@@ -15,6 +15,7 @@ namespace exodus {
 template <typename A, SpikeKind S, ResetKind R, bool Clip>
 struct Cell {
   static constexpr bool kSpiking = S != SpikeKind::None;
+  static constexpr bool kClips = Clip;
   // The reverse walk needs a per-step gate (clipping passed, no spike for reset-to-value) only
   // for these options; otherwise it is 1 and costs nothing.
   static constexpr bool kGated = Clip || (kSpiking && R == ResetKind::ToValue);
