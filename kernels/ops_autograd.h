@@ -5,7 +5,8 @@
 // the autograd engine calls backward() below directly, which runs the backward kernels and turns
 // the per-neuron gradient of alpha into the gradients of alpha or of tau itself. Given tau (an
 // ops.Decay), forward computes alpha = exp(-1/tau) from tau's values at every call, as sinabs
-// does (so bit-identical to its alpha, and never stale, whichever way tau was changed).
+// does (so bit-identical to its alpha, and never stale, whichever way tau was changed): on CUDA
+// inside the membrane kernels (Decay below).
 // Surrogates evaluated in PyTorch (SurrogateKind::Given) keep the Python Function of
 // exodus_jit/ops/functional.py, which calls the same Ops.
 #pragma once

@@ -27,8 +27,11 @@ class Decay:
 
     Same values as computing ``torch.exp(-1.0 / tau)`` and passing that (sinabs' expression, so
     bit-identical), but cheaper per call: on the compiled kernels (eager mode, built-in
-    surrogates) the op computes alpha from tau's current values itself and takes tau's gradient,
-    alpha / tau**2 times alpha's, in its backward instead of through three more autograd nodes.
+    surrogates) the op computes alpha from tau's current values itself (on the GPU inside the
+    membrane kernels) and takes tau's gradient, alpha / tau**2 times alpha's, in its backward
+    instead of through three more autograd nodes. That gradient equals autograd's to the bit on
+    the CPU; on the GPU it is summed over the neurons in an order of its own (deterministic), so
+    it equals autograd's to float rounding.
     """
 
     tau: Union[Number, Tensor]
