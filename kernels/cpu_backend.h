@@ -11,7 +11,6 @@ namespace exodus {
 struct CpuBackend {
   // alpha from tau with PyTorch's CPU operations (its vectorised exp differs from std::exp)
   static constexpr bool kDecayInKernels = false;
-  static at::Tensor decay_grad(const at::Tensor&, const at::Tensor&) { return at::Tensor(); }
   struct Guard {
     explicit Guard(const at::Tensor& t) {
       TORCH_CHECK_VALUE(t.device().is_cpu(), "exodus_jit_cpu ops take CPU tensors, got ", t.device());

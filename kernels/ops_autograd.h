@@ -127,7 +127,9 @@ Decay decay_of(const at::Tensor& tau, at::ScalarType st, at::IntArrayRef feature
 // differentiate alpha with autograd, to the bit.
 template <class Backend>
 at::Tensor decay_grad(const at::Tensor& per_neuron, const at::Tensor& tau, const Decay& d, at::IntArrayRef features) {
-  if (d.from_tau) return Backend::decay_grad(per_neuron, tau);
+  if constexpr (Backend::kDecayInKernels) {
+    if (d.from_tau) return Backend::decay_grad(per_neuron, tau);
+  }
   const at::Tensor g_alpha =
       (tau.numel() == 1 ? per_neuron.sum() : per_neuron.sum(0).reshape(features).sum_to_size(tau.sizes()))
           .reshape(tau.sizes());
