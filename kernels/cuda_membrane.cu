@@ -1,17 +1,24 @@
 // Which calls the fast membrane kernels (cuda_membrane.cuh) take, and their dispatch by data
-// type and synaptic stage; the plain float32 instances are compiled here, the others in files of
-// their own (cuda_membrane_<type>[_syn].cu) so that the six compile in parallel.
+// type, synaptic stage and copy width; the plain float32 instances are compiled here, the others
+// in files of their own (cuda_membrane_<type>[_syn][_wide].cu) so that the twelve compile in
+// parallel.
 #include "cuda_membrane.cuh"
 
 namespace exodus {
 namespace fast {
 
-EXODUS_FAST_INSTANCES(, float, false)
-EXODUS_FAST_INSTANCES(extern, float, true)
-EXODUS_FAST_INSTANCES(extern, __half, false)
-EXODUS_FAST_INSTANCES(extern, __half, true)
-EXODUS_FAST_INSTANCES(extern, __nv_bfloat16, false)
-EXODUS_FAST_INSTANCES(extern, __nv_bfloat16, true)
+EXODUS_FAST_INSTANCES(, float, false, false)
+EXODUS_FAST_INSTANCES(extern, float, true, false)
+EXODUS_FAST_INSTANCES(extern, __half, false, false)
+EXODUS_FAST_INSTANCES(extern, __half, true, false)
+EXODUS_FAST_INSTANCES(extern, __nv_bfloat16, false, false)
+EXODUS_FAST_INSTANCES(extern, __nv_bfloat16, true, false)
+EXODUS_FAST_INSTANCES(extern, float, false, true)
+EXODUS_FAST_INSTANCES(extern, float, true, true)
+EXODUS_FAST_INSTANCES(extern, __half, false, true)
+EXODUS_FAST_INSTANCES(extern, __half, true, true)
+EXODUS_FAST_INSTANCES(extern, __nv_bfloat16, false, true)
+EXODUS_FAST_INSTANCES(extern, __nv_bfloat16, true, true)
 
 namespace {
 
@@ -38,11 +45,26 @@ bool fast_path(const MembraneBackwardArgs<float>& a) {
 
 namespace {
 
-// Calls launch(T{}, syn) with the data type and the synaptic stage (std::bool_constant) of a call.
+int64_t element_bytes(DType dtype) { return dtype == DType::Float32 ? 4 : 2; }
+
+// Whether a call's data all take 16-byte copies.
+bool wide(const MembraneForwardArgs<float>& a) {
+  return fast::wide_copyable(a.u, a.shape.features, element_bytes(a.dtype));
+}
+bool wide(const MembraneBackwardArgs<float>& a) {
+  return fast::wide_copyable(a.u, a.shape.features, element_bytes(a.dtype)) &&
+         fast::wide_copyable(a.g_out, a.shape.features, element_bytes(a.dtype));
+}
+
+// Calls launch(T{}, syn, wide) with the data type, the synaptic stage and the copy width
+// (std::bool_constant) of a call.
 template <class Args, typename Launch>
 cudaError_t with_fast_instance(const Args& a, Launch launch) {
+  auto with_width = [&](auto tag, auto syn) {
+    return wide(a) ? launch(tag, syn, std::true_type{}) : launch(tag, syn, std::false_type{});
+  };
   auto with_syn = [&](auto tag) {
-    return a.syn.present() ? launch(tag, std::true_type{}) : launch(tag, std::false_type{});
+    return a.syn.present() ? with_width(tag, std::true_type{}) : with_width(tag, std::false_type{});
   };
   switch (a.dtype) {
     case DType::Float32: return with_syn(float{});
@@ -55,14 +77,14 @@ cudaError_t with_fast_instance(const Args& a, Launch launch) {
 }  // namespace
 
 cudaError_t launch_fast(const MembraneForwardArgs<float>& a, cudaStream_t stream) {
-  return with_fast_instance(a, [&](auto tag, auto syn) {
-    return fast::launch_forward<decltype(tag), decltype(syn)::value>(a, stream);
+  return with_fast_instance(a, [&](auto tag, auto syn, auto wide) {
+    return fast::launch_forward<decltype(tag), decltype(syn)::value, decltype(wide)::value>(a, stream);
   });
 }
 
 cudaError_t launch_fast(const MembraneBackwardArgs<float>& a, cudaStream_t stream) {
-  return with_fast_instance(a, [&](auto tag, auto syn) {
-    return fast::launch_backward<decltype(tag), decltype(syn)::value>(a, stream);
+  return with_fast_instance(a, [&](auto tag, auto syn, auto wide) {
+    return fast::launch_backward<decltype(tag), decltype(syn)::value, decltype(wide)::value>(a, stream);
   });
 }
 

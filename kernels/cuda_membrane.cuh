@@ -8,10 +8,13 @@
 // - the loads of upcoming time steps go through a ring in shared memory filled by cp.async,
 //   `stages` chunks of kCheckpointSteps steps deep. Loads stay in flight without holding
 //   registers, so occupancy stays high on large layers and the ring can be deep on small ones
-//   (few threads per multiprocessor, each needing many loads in flight). With 4-byte data each
-//   thread copies and reads only its own slots, so waiting for its own copies is all the
-//   synchronisation needed; 2-byte data is copied 4 bytes (two neighbouring neurons) at a time by
-//   the lanes of a warp together, which then meet at __syncwarp before reading and refilling;
+//   (few threads per multiprocessor, each needing many loads in flight). Where every row of a
+//   warp's data is 16-byte aligned (features a multiple of 32, contiguous: the common case; the
+//   Wide instances) the lanes of a warp copy 16 bytes each (four or eight neighbouring neurons of
+//   one step) and meet at __syncwarp before reading and refilling. Else 4-byte data is copied
+//   and read by each thread for its own slots only, so waiting for its own copies is all the
+//   synchronisation needed, and 2-byte data 4 bytes (two neighbouring neurons) at a time by the
+//   lanes of a warp together, which meet at __syncwarp as wide copies do;
 // - the synaptic stage (sinabs' tau_syn, SynapseForward) is fused in when present (Syn): the
 //   current is one more register and one more checkpoint, so it never goes through memory;
 // - backward keeps, from its recomputation of a segment, the membrane, dv/dalpha and the gate of
@@ -47,6 +50,16 @@ __device__ __forceinline__ void copy_async(void* dst, unsigned dst_shared, const
 #endif
 }
 
+// 16-byte asynchronous copy global -> shared (to the shared-window address dst) that skips L1:
+// each input is read once.
+__device__ __forceinline__ void copy_async16(unsigned dst, const void* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+#else
+  *static_cast<uint4*>(__cvta_shared_to_generic(dst)) = *static_cast<const uint4*>(src);
+#endif
+}
+
 __device__ __forceinline__ void commit_copies() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::: "memory");
@@ -76,6 +89,26 @@ __device__ __forceinline__ void wait_copies(int pending) {
 
 __device__ __forceinline__ int next_stage(int stage, int stages) { return stage + 1 == stages ? 0 : stage + 1; }
 
+// Wide copies (rows of a warp's neurons 16-byte aligned, whole warps): lane l copies 16 bytes,
+// its warp's neurons c n .. c n + n - 1 (n = kPerCopy = 16 / sizeof(T), c = l % kPerStep), of
+// the steps first, first + kApart, ... (first = l / kPerStep). Computed where used, not held in
+// registers.
+template <typename T>
+struct WideCopy {
+  static constexpr int kPerCopy = 16 / sizeof(T), kPerStep = 32 / kPerCopy, kApart = 32 / kPerStep;
+  static_assert(K % kApart == 0, "whole passes over a chunk's steps");
+  __device__ static int lane() { return threadIdx.x & 31; }
+  __device__ static int first() { return lane() / kPerStep; }
+  // elements from this thread's own element (step 0) to its first copy's, rows `stride` apart
+  __device__ static int lead(int stride) { return (lane() % kPerStep) * kPerCopy - lane() + first() * stride; }
+  // the same, computed anew where it is needed: not hoisted into a register kept across a loop
+  __device__ static int lead_here(int stride) {
+    int lane;
+    asm volatile("mov.u32 %0, %%laneid;" : "=r"(lane));
+    return (lane % kPerStep) * kPerCopy - lane + lane / kPerStep * stride;
+  }
+};
+
 // A ring of `Slots` time steps per stage of every thread's value of type T: slot (stage, i) of a
 // thread; neighbouring threads' slots are neighbouring elements, so a warp's accesses are free of
 // bank conflicts.
@@ -85,17 +118,28 @@ struct Ring {
   static constexpr bool kShared = sizeof(T) == 2;  // a warp fills its lanes' slots together
   T* mine;
   unsigned mine_shared;  // the same address in the shared window, for cp.async
+  unsigned wide_shared;  // where this thread's wide copies start (unused by narrow instances)
   __device__ explicit Ring(T* base)
-      : mine(base + threadIdx.x), mine_shared(static_cast<unsigned>(__cvta_generic_to_shared(base + threadIdx.x))) {}
+      : mine(base + threadIdx.x),
+        mine_shared(static_cast<unsigned>(__cvta_generic_to_shared(base + threadIdx.x))),
+        wide_shared(mine_shared + WideCopy<T>::lead(kBlock) * static_cast<unsigned>(sizeof(T))) {}
   __device__ T* at(int stage, int i) const { return mine + (stage * Slots + i) * kBlock; }
 
   // Slots i .. i + len - 1 of a stage <- steps 0 .. len - 1 of src (this thread's neuron, step
-  // stride `stride`); all K steps when kWhole. 2-byte data: lane l copies 4 bytes, the neuron pair
+  // stride `stride`; with kWide, the source of its wide copies, WideCopy::lead further); all K
+  // steps when kWhole. 2-byte data without kWide: lane l copies 4 bytes, the neuron pair
   // (2 (l % 16), 2 (l % 16) + 1) of its warp, for the steps of parity l / 16.
-  template <bool kWhole>
+  template <bool kWhole, bool kWide>
   __device__ void fill(int stage, int i, const T* src, int stride, int len) const {
     const int offset = (stage * Slots + i) * kBlock;
-    if constexpr (!kShared) {
+    if constexpr (kWide) {
+      using W = WideCopy<T>;
+      EXODUS_UNROLL
+      for (int j = 0; j < K / W::kApart; ++j)
+        if (kWhole || W::first() + j * W::kApart < len)
+          copy_async16(wide_shared + (offset + j * W::kApart * kBlock) * static_cast<unsigned>(sizeof(T)),
+                       src + j * W::kApart * stride);
+    } else if constexpr (!kShared) {
       EXODUS_UNROLL
       for (int k = 0; k < K; ++k)
         if (kWhole || k < len)
@@ -112,8 +156,9 @@ struct Ring {
     }
   }
   // Before reading what other lanes copied, and before refilling what they read.
+  template <bool kWide>
   __device__ static void sync() {
-    if constexpr (kShared) __syncwarp();
+    if constexpr (kShared || kWide) __syncwarp();
   }
 };
 
@@ -126,11 +171,11 @@ constexpr int forward_blocks_per_sm() { return Syn ? 20 : 24; }
 template <bool Syn, bool Clip, typename T>
 constexpr int backward_blocks_per_sm() { return Syn ? 12 : Clip || sizeof(T) == 2 ? 14 : 16; }
 
-template <class C, typename T, bool Syn>
+template <class C, typename T, bool Syn, bool Wide>
 __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane_forward_fast(const MembraneForwardArgs<float> a, int stages) {
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
-  if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data (fast_path: F % 32 == 0)
+  if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data or Wide (F % 32 == 0)
   const int64_t steps = a.shape.time, chunks = (steps + K - 1) / K;
   const int F = static_cast<int>(a.shape.features), su = static_cast<int>(a.u.st);
   const int64_t b = n / F, f = n % F;
@@ -138,7 +183,8 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane
   const Reciprocal theta_reciprocal(cell.theta);
   using Data = Ring<T, K>;
   const Data ring(reinterpret_cast<T*>(shared));
-  const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f);
+  // this thread's input; with Wide, where its copies start
+  const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f) + (Wide ? WideCopy<T>::lead(su) : 0);
   T* out = static_cast<T*>(a.out) + b * steps * F + f;
   float* ckpt = a.ckpt ? a.ckpt + b * chunks * F + f : nullptr;
   float* syn_ckpt = Syn && a.ckpt ? a.syn.ckpt + b * chunks * F + f : nullptr;
@@ -150,8 +196,8 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane
   auto issue = [&](int64_t c, int stage) {  // chunk c's inputs into a ring stage
     if (c < chunks) {
       const T* src = u + c * K * su;
-      if (steps - c * K >= K) ring.template fill<true>(stage, 0, src, su, K);
-      else ring.template fill<false>(stage, 0, src, su, static_cast<int>(steps - c * K));
+      if (steps - c * K >= K) ring.template fill<true, Wide>(stage, 0, src, su, K);
+      else ring.template fill<false, Wide>(stage, 0, src, su, static_cast<int>(steps - c * K));
     }
     commit_copies();  // an empty group for chunks past the end keeps the counting uniform
   };
@@ -163,7 +209,7 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane
     issue(c + stages - 1, load_stage);
     load_stage = next_stage(load_stage, stages);
     wait_copies(stages - 1);
-    Data::sync();
+    Data::template sync<Wide>();
     if (ckpt) {
       *ckpt = w;
       ckpt += F;
@@ -195,7 +241,7 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane
       if constexpr (Syn) i = i_start;
       run(std::false_type{}, IeeeDivision{});
     }
-    Data::sync();
+    Data::template sync<Wide>();
     stage = next_stage(stage, stages);
   }
   a.v_final[n] = w;
@@ -220,11 +266,11 @@ __host__ __device__ constexpr int backward_float_words(int stages) {
   return (stages * checkpoint_slots<Syn>() + scratch_slots<T, Syn>()) * kBlock;
 }
 
-template <class C, typename T, bool Syn>
+template <class C, typename T, bool Syn, bool Wide>
 __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips, T>()) membrane_backward_fast(const MembraneBackwardArgs<float> a, int stages) {
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
-  if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data (fast_path: F % 32 == 0)
+  if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data or Wide (F % 32 == 0)
   const int64_t steps = a.shape.time, segments = (steps + K - 1) / K;
   const int F = static_cast<int>(a.shape.features), su = static_cast<int>(a.u.st), sg = static_cast<int>(a.g_out.st);
   const int64_t b = n / F, f = n % F;
@@ -236,8 +282,9 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   float* pre_syn = scratch + d_alpha_slots<T>() * kBlock;  // Syn: i_{t-1} + x_t of step k at k * kBlock
   using Data = Ring<T, kBackwardDataSlots>;
   const Data ring(reinterpret_cast<T*>(floats + backward_float_words<T, Syn>(stages)));
-  const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f);
-  const T* g_out = static_cast<const T*>(a.g_out.data) + a.g_out.offset(b, 0, f);
+  // this thread's input and output gradient; with Wide, where its copies start
+  const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f) + (Wide ? WideCopy<T>::lead(su) : 0);
+  const T* g_out = static_cast<const T*>(a.g_out.data) + a.g_out.offset(b, 0, f) + (Wide ? WideCopy<T>::lead(sg) : 0);
   const float* ckpt = a.ckpt + b * segments * F + f;
   const float* syn_ckpt = Syn ? a.syn.ckpt + b * segments * F + f : nullptr;
   const float alpha_syn = Syn ? a.syn.alpha.at(f) : 0.f;
@@ -252,15 +299,15 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
       const T* x = u + seg * K * su;
       const T* g = g_out + seg * K * sg;
       if (steps - seg * K >= K) {
-        ring.template fill<true>(stage, 0, x, su, K);
-        ring.template fill<true>(stage, K, g, sg, K);
+        ring.template fill<true, Wide>(stage, 0, x, su, K);
+        ring.template fill<true, Wide>(stage, K, g, sg, K);
       } else {
         const int len = static_cast<int>(steps - seg * K);
-        ring.template fill<false>(stage, 0, x, su, len);
-        ring.template fill<false>(stage, K, g, sg, len);
+        ring.template fill<false, Wide>(stage, 0, x, su, len);
+        ring.template fill<false, Wide>(stage, K, g, sg, len);
       }
-      checkpoints.template fill<false>(stage, 0, ckpt + seg * F, 0, 1);
-      if constexpr (Syn) checkpoints.template fill<false>(stage, 1, syn_ckpt + seg * F, 0, 1);
+      checkpoints.template fill<false, false>(stage, 0, ckpt + seg * F, 0, 1);
+      if constexpr (Syn) checkpoints.template fill<false, false>(stage, 1, syn_ckpt + seg * F, 0, 1);
     }
     commit_copies();
   };
@@ -309,7 +356,10 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
     recompute(ReciprocalDivision{theta_reciprocal.y, &unsafe},
               [&](int k) { return static_cast<float>(*ring.at(stage, k)); });
     if (C::kDivides && unsafe)  // rare: the segment again with IEEE division
-      recompute(IeeeDivision{}, [&](int k) { return static_cast<float>(u[(seg * K + k) * su]); });
+      recompute(IeeeDivision{}, [&](int k) {
+        const T* own = Wide ? u - WideCopy<T>::lead_here(su) : u;  // this thread's own input
+        return static_cast<float>(own[(seg * K + k) * su]);
+      });
     if constexpr (C::kSpiking) surrogate_grads<K>(v, cell.theta, a.surrogate);
     T* gu = g_u + seg * K * F;
     EXODUS_UNROLL
@@ -336,10 +386,10 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
     issue(seg - (stages - 1), load_stage);
     load_stage = next_stage(load_stage, stages);
     wait_copies(stages - 1);
-    Data::sync();
+    Data::template sync<Wide>();
     if (steps - seg * K < K) segment(seg, stage, std::true_type{});
     else segment(seg, stage, std::false_type{});
-    Data::sync();
+    Data::template sync<Wide>();
     stage = next_stage(stage, stages);
   }
   a.g_v0[n] = carry;
@@ -398,6 +448,13 @@ inline bool pairs_copyable(const View3& v, int64_t features) {
          reinterpret_cast<uintptr_t>(v.data) % 4 == 0;
 }
 
+// Data of `bytes` per element is copied 16 bytes at a time by whole warps (the Wide instances)
+// where, besides, every row of a warp's neurons starts 16-byte aligned.
+inline bool wide_copyable(const View3& v, int64_t features, int64_t bytes) {
+  return features % 32 == 0 && v.sf == 1 && (v.st * bytes) % 16 == 0 && (v.sb * bytes) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(v.data) % 16 == 0;
+}
+
 // A fast kernel over all neurons, its ring as deep as pick_stages allows. stage_bytes: one
 // stage of a block's rings; fixed_bytes: the rest of its shared memory.
 template <typename Args>
@@ -410,21 +467,21 @@ cudaError_t launch_ring_kernel(void (*kernel)(Args, int), DeviceLimits (&cache)[
   return cudaGetLastError();
 }
 
-// One launcher per data type and synaptic stage (each .cu file instantiates its own, so they
-// compile in parallel); the cell type is dispatched inside.
-template <typename T, bool Syn>
+// One launcher per data type, synaptic stage and copy width (each .cu file instantiates its own,
+// so they compile in parallel); the cell type is dispatched inside.
+template <typename T, bool Syn, bool Wide>
 cudaError_t launch_forward(const MembraneForwardArgs<float>& a, cudaStream_t stream) {
   cudaError_t error = cudaSuccess;
   with_cell_type(a.p, [&](auto* cell) {
     using C = std::remove_pointer_t<decltype(cell)>;
     static DeviceLimits cache[kMaxDevices];
     const int64_t stage_bytes = int64_t{kBlock} * K * sizeof(T);
-    error = launch_ring_kernel(membrane_forward_fast<C, T, Syn>, cache, a, stage_bytes, 0, stream);
+    error = launch_ring_kernel(membrane_forward_fast<C, T, Syn, Wide>, cache, a, stage_bytes, 0, stream);
   });
   return error;
 }
 
-template <typename T, bool Syn>
+template <typename T, bool Syn, bool Wide>
 cudaError_t launch_backward(const MembraneBackwardArgs<float>& a, cudaStream_t stream) {
   cudaError_t error = cudaSuccess;
   with_cell_type(a.p, [&](auto* cell) {
@@ -433,16 +490,16 @@ cudaError_t launch_backward(const MembraneBackwardArgs<float>& a, cudaStream_t s
     const int64_t stage_bytes =
         int64_t{kBlock} * (kBackwardDataSlots * sizeof(T) + checkpoint_slots<Syn>() * sizeof(float));
     const int64_t fixed_bytes = int64_t{kBlock} * scratch_slots<T, Syn>() * sizeof(float);
-    error = launch_ring_kernel(membrane_backward_fast<C, T, Syn>, cache, a, stage_bytes, fixed_bytes, stream);
+    error = launch_ring_kernel(membrane_backward_fast<C, T, Syn, Wide>, cache, a, stage_bytes, fixed_bytes, stream);
   });
   return error;
 }
 
-// The instances of one data type and synaptic stage: each .cu file of the fast kernels holds one
-// such line (or declares them extern), so the six compile in parallel.
-#define EXODUS_FAST_INSTANCES(EXTERN, T, SYN)                                                              \
-  EXTERN template cudaError_t launch_forward<T, SYN>(const MembraneForwardArgs<float>&, cudaStream_t);    \
-  EXTERN template cudaError_t launch_backward<T, SYN>(const MembraneBackwardArgs<float>&, cudaStream_t);
+// The instances of one data type, synaptic stage and copy width: each .cu file of the fast kernels
+// holds one such line (or declares them extern), so the twelve compile in parallel.
+#define EXODUS_FAST_INSTANCES(EXTERN, T, SYN, WIDE)                                                          \
+  EXTERN template cudaError_t launch_forward<T, SYN, WIDE>(const MembraneForwardArgs<float>&, cudaStream_t); \
+  EXTERN template cudaError_t launch_backward<T, SYN, WIDE>(const MembraneBackwardArgs<float>&, cudaStream_t);
 
 }  // namespace fast
 }  // namespace exodus

@@ -1,11 +1,11 @@
-// The float16 instances with the synaptic stage of the fast membrane kernels (cuda_membrane.cuh), in a
-// file of their own so that they compile in parallel with the others.
+// The float16 synaptic-stage instances of the fast membrane kernels (cuda_membrane.cuh), in a file
+// of their own so that they compile in parallel with the others.
 #include "cuda_membrane.cuh"
 
 namespace exodus {
 namespace fast {
 
-EXODUS_FAST_INSTANCES(, __half, true)
+EXODUS_FAST_INSTANCES(, __half, true, false)
 
 }  // namespace fast
 }  // namespace exodus

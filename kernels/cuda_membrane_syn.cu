@@ -1,11 +1,11 @@
-// The float32 instances with the synaptic stage of the fast membrane kernels (cuda_membrane.cuh), in a
-// file of their own so that they compile in parallel with the others.
+// The float32 synaptic-stage instances of the fast membrane kernels (cuda_membrane.cuh), in a file
+// of their own so that they compile in parallel with the others.
 #include "cuda_membrane.cuh"
 
 namespace exodus {
 namespace fast {
 
-EXODUS_FAST_INSTANCES(, float, true)
+EXODUS_FAST_INSTANCES(, float, true, false)
 
 }  // namespace fast
 }  // namespace exodus

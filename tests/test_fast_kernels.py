@@ -86,3 +86,42 @@ def test_kernels_equal_reference_at_extreme_magnitudes(device, spike):
     assert torch.isfinite(got.output).all() and (got.output.view(torch.int32) == -2**31).any()
     for a, b in zip(g_got, g_ref):
         assert rel_err(a, b) < 1e-4
+
+
+def _offset_copy(t: torch.Tensor) -> torch.Tensor:
+    """t's values in a tensor whose data starts 4 bytes past a 16-byte boundary."""
+    shift = 4 // t.element_size()
+    buffer = torch.empty(t.numel() + shift, dtype=t.dtype, device=t.device)
+    view = buffer[shift:].view(t.shape)
+    view.copy_(t)
+    return view
+
+
+@needs_cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("syn", [False, True])
+@pytest.mark.parametrize("shifted", ["input", "grad"])
+def test_copy_widths_give_the_same_bits(dtype, syn, shifted, kernels_backend):
+    """The fast kernels copy the data of a warp 16 bytes at a time where its rows are 16-byte
+    aligned (features a multiple of 32, contiguous) and 4 bytes at a time otherwise: the same
+    values at a shifted address (the input, or the output gradient, so only the backward
+    changes) give the same bits forward and backward. T = 45 ends on a partial chunk."""
+    B, T, F = 3, 45, 96
+    x = (torch.randn(B, T, F, device="cuda") * 3).to(dtype)
+    grad = torch.randn(B, T, F, device="cuda").to(dtype)
+    v0_start = torch.rand(B, F, device="cuda")
+    results = []
+    for layout in ("aligned", "shifted"):
+        u = _offset_copy(x) if layout == "shifted" and shifted == "input" else x.clone()
+        g = _offset_copy(grad) if layout == "shifted" and shifted == "grad" else grad.clone()
+        assert (u.data_ptr() % 16 != 0) == (layout == "shifted" and shifted == "input")
+        u.requires_grad_()
+        v0 = v0_start.clone().requires_grad_()
+        tau = torch.tensor(8.0, device="cuda", requires_grad=True)
+        synapse = {"i_syn": torch.zeros(B, F, device="cuda"), "alpha_syn": 0.8} if syn else {}
+        r = ops.membrane(u, v0, ops.Decay(tau), min_v_mem=-0.5, norm_input=True, sum_output=True, **synapse)
+        torch.autograd.backward([r.output, r.v_final], [g, torch.ones_like(r.v_final)])
+        results.append((r.output, r.v_final, r.output_sum, u.grad, v0.grad, tau.grad))
+    for got, expected in zip(*results):
+        assert torch.equal(got, expected)

@@ -1,0 +1,11 @@
+// The bfloat16 instances of the fast membrane kernels (cuda_membrane.cuh) with 16-byte copies, in a
+// file of their own so that they compile in parallel with the others.
+#include "cuda_membrane.cuh"
+
+namespace exodus {
+namespace fast {
+
+EXODUS_FAST_INSTANCES(, __nv_bfloat16, false, true)
+
+}  // namespace fast
+}  // namespace exodus
