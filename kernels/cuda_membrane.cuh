@@ -60,6 +60,13 @@ __device__ __forceinline__ void copy_async16(unsigned dst, const void* src) {
 #endif
 }
 
+// 16 bytes from the shared-window address src, and to global memory.
+__device__ __forceinline__ uint4 load_shared16(unsigned src) {
+  uint4 v;
+  asm("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(src));
+  return v;
+}
+
 __device__ __forceinline__ void commit_copies() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::: "memory");
@@ -155,6 +162,19 @@ struct Ring {
                      from + (k - parity) * stride);
     }
   }
+  // Wide only, the reverse of fill: steps 0 .. len - 1 of dst (this thread's wide source, as
+  // fill's src; step stride `stride`) <- slots i .. i + len - 1 of a stage, 16 bytes per lane,
+  // once every lane has written its own slots and met the others at sync.
+  template <bool kWhole>
+  __device__ void drain(int stage, int i, T* dst, int stride, int len) const {
+    using W = WideCopy<T>;
+    const int offset = (stage * Slots + i) * kBlock;
+    EXODUS_UNROLL
+    for (int j = 0; j < K / W::kApart; ++j)
+      if (kWhole || W::first() + j * W::kApart < len)
+        *reinterpret_cast<uint4*>(dst + j * W::kApart * stride) =
+            load_shared16(wide_shared + (offset + j * W::kApart * kBlock) * static_cast<unsigned>(sizeof(T)));
+  }
   // Before reading what other lanes copied, and before refilling what they read.
   template <bool kWide>
   __device__ static void sync() {
@@ -163,16 +183,18 @@ struct Ring {
 };
 
 // Blocks per multiprocessor the register caps allow (launch bounds): forward 24 (40 registers),
-// backward 16 (64). The synaptic stage needs a few more registers, as the backward does with
-// clipping (min_v) or 2-byte data (its cooperative copies), or ptxas spills: at 64 registers
-// 4-16 bytes per thread with clipping, 16-20 with bfloat16, on the reverse walk's path.
-template <bool Syn>
-constexpr int forward_blocks_per_sm() { return Syn ? 20 : 24; }
-template <bool Syn, bool Clip, typename T>
-constexpr int backward_blocks_per_sm() { return Syn ? 12 : Clip || sizeof(T) == 2 ? 14 : 16; }
+// backward 16 (64). The synaptic stage needs a few more registers, as do the Wide instances'
+// 16-byte stores, and the backward with clipping (min_v) or 2-byte data (its cooperative copies),
+// or ptxas spills: at 64 registers 4-16 bytes per thread with clipping, 16-20 with bfloat16, on
+// the reverse walk's path; 12 in the Wide forward at 40. (20 blocks allow 48 registers, 21 only
+// 40: ptxas keeps a few back and rounds down to a multiple of 8.)
+template <bool Syn, bool Wide>
+constexpr int forward_blocks_per_sm() { return Syn || Wide ? 20 : 24; }
+template <bool Syn, bool Clip, typename T, bool Wide>
+constexpr int backward_blocks_per_sm() { return Syn ? 12 : Clip || sizeof(T) == 2 || Wide ? 14 : 16; }
 
 template <class C, typename T, bool Syn, bool Wide>
-__global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane_forward_fast(const MembraneForwardArgs<float> a, int stages) {
+__global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) membrane_forward_fast(const MembraneForwardArgs<float> a, int stages) {
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
   if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data or Wide (F % 32 == 0)
@@ -185,7 +207,9 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane
   const Data ring(reinterpret_cast<T*>(shared));
   // this thread's input; with Wide, where its copies start
   const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f) + (Wide ? WideCopy<T>::lead(su) : 0);
-  T* out = static_cast<T*>(a.out) + b * steps * F + f;
+  // this thread's output; with Wide, where its stores start: outputs go through the ring (each
+  // thread's over its input once read), and the lanes store 16 bytes each, as they copied
+  T* out = static_cast<T*>(a.out) + b * steps * F + f + (Wide ? WideCopy<T>::lead(F) : 0);
   float* ckpt = a.ckpt ? a.ckpt + b * chunks * F + f : nullptr;
   float* syn_ckpt = Syn && a.ckpt ? a.syn.ckpt + b * chunks * F + f : nullptr;
   const float alpha_syn = Syn ? a.syn.alpha.at(f) : 0.f;
@@ -218,30 +242,43 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn>()) membrane
         syn_ckpt += F;
       }
     }
-    T* o = out + c * K * F;
+    [[maybe_unused]] T* o = out + c * K * F;
     const int len = static_cast<int>(steps - c * K < K ? steps - c * K : K);
-    // the chunk's steps (all K when kWhole, as straight-line code), dividing with div
-    auto run = [&](auto whole, const auto& div) {
+    // the chunk's steps (all K when kWhole, as straight-line code), dividing with div, the
+    // input of step k from load(k)
+    auto run = [&](auto whole, const auto& div, const auto& load) {
       EXODUS_UNROLL
       for (int k = 0; k < K; ++k) {
         if (!decltype(whole)::value && k >= len) break;
-        const float y = cell.step(w, input(static_cast<float>(*ring.at(stage, k))), div);
-        o[k * F] = static_cast<T>(y);
+        const float y = cell.step(w, input(load(k)), div);
+        if constexpr (Wide) *ring.at(stage, k) = static_cast<T>(y);
+        else o[k * F] = static_cast<T>(y);
         out_sum += y;
       }
     };
+    auto from_ring = [&](int k) { return static_cast<float>(*ring.at(stage, k)); };
     const float w_start = w, sum_start = out_sum, i_start = i;
     bool unsafe = C::kDivides && !theta_reciprocal.theta_ok;
     const ReciprocalDivision div{theta_reciprocal.y, &unsafe};
-    if (len == K) run(std::true_type{}, div);
-    else run(std::false_type{}, div);
+    if (len == K) run(std::true_type{}, div, from_ring);
+    else run(std::false_type{}, div, from_ring);
     if (C::kDivides && unsafe) {  // rare: the chunk again with IEEE division, rewriting its outputs
       w = w_start;
       out_sum = sum_start;
       if constexpr (Syn) i = i_start;
-      run(std::false_type{}, IeeeDivision{});
+      if constexpr (Wide) {  // the ring holds outputs by now: the inputs from global memory
+        const T* own = u - WideCopy<T>::lead_here(su) + c * K * su;
+        run(std::false_type{}, IeeeDivision{}, [&](int k) { return static_cast<float>(own[k * su]); });
+      } else {
+        run(std::false_type{}, IeeeDivision{}, from_ring);
+      }
     }
     Data::template sync<Wide>();
+    if constexpr (Wide) {  // the chunk's outputs, from the ring
+      if (len == K) ring.template drain<true>(stage, 0, out + c * K * F, F, K);
+      else ring.template drain<false>(stage, 0, out + c * K * F, F, len);
+      Data::template sync<Wide>();
+    }
     stage = next_stage(stage, stages);
   }
   a.v_final[n] = w;
@@ -267,7 +304,7 @@ __host__ __device__ constexpr int backward_float_words(int stages) {
 }
 
 template <class C, typename T, bool Syn, bool Wide>
-__global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips, T>()) membrane_backward_fast(const MembraneBackwardArgs<float> a, int stages) {
+__global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips, T, Wide>()) membrane_backward_fast(const MembraneBackwardArgs<float> a, int stages) {
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
   if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data or Wide (F % 32 == 0)
@@ -291,7 +328,9 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   const bool alpha_syn_grad = Syn && a.syn.g_alpha != nullptr;
   float syn_carry = Syn && a.syn.g_ifinal ? a.syn.g_ifinal[n] : 0.f;  // alpha_syn J_{t+1}
   float g_alpha_syn = 0.f;
-  T* g_u = static_cast<T*>(a.g_u) + b * steps * F + f;
+  // this thread's input gradient; with Wide, where its stores start (through the ring, over the
+  // output gradient once read, as in the forward)
+  T* g_u = static_cast<T*>(a.g_u) + b * steps * F + f + (Wide ? WideCopy<T>::lead(F) : 0);
   const bool alpha_grad = a.g_alpha != nullptr, norm_input = a.p.norm_input;
 
   auto issue = [&](int64_t seg, int stage) {
@@ -361,7 +400,7 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
         return static_cast<float>(own[(seg * K + k) * su]);
       });
     if constexpr (C::kSpiking) surrogate_grads<K>(v, cell.theta, a.surrogate);
-    T* gu = g_u + seg * K * F;
+    [[maybe_unused]] T* gu = g_u + seg * K * F;
     EXODUS_UNROLL
     for (int k = K - 1; k >= 0; --k) {
       if (kPartial && k >= len) continue;
@@ -370,13 +409,19 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
       const float g_in = cell.in_scale * gv;
       if constexpr (Syn) {
         const float j = synapse_grad(g_in, syn_carry, alpha_syn);
-        gu[k * F] = static_cast<T>(syn_carry);
+        if constexpr (Wide) *ring.at(stage, K + k) = static_cast<T>(syn_carry);
+        else gu[k * F] = static_cast<T>(syn_carry);
         if (alpha_syn_grad) g_alpha_syn += j * pre_syn[k * kBlock];
       } else {
-        gu[k * F] = static_cast<T>(g_in);
+        if constexpr (Wide) *ring.at(stage, K + k) = static_cast<T>(g_in);
+        else gu[k * F] = static_cast<T>(g_in);
       }
       if (alpha_grad) g_alpha += gv * *d_alpha(stage, k);
       carry = cell.alpha * gv;
+    }
+    if constexpr (Wide) {  // the segment's input gradients, from the ring
+      Data::template sync<Wide>();
+      ring.template drain<!kPartial>(stage, K, gu, F, len);
     }
   };
 
