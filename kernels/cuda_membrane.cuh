@@ -1,7 +1,7 @@
 // Fast CUDA membrane kernels for data without extras (no recorded states, surrogate computed in
 // the kernel): the common training case, for float32, float16 and bfloat16 data (one .cu file per
-// type instantiates them, so they compile in parallel). Everything else runs the general kernels
-// of cuda_kernels.cu.
+// type, synaptic stage and copy width instantiates them, so they compile in parallel). Everything
+// else runs the general kernels of cuda_kernels.cu.
 //
 // One thread per neuron, as there. What differs:
 // - options are compile-time (Cell, neuron_cell.h): no per-step branches on them;
@@ -11,7 +11,9 @@
 //   (few threads per multiprocessor, each needing many loads in flight). Where every row of a
 //   warp's data is 16-byte aligned (features a multiple of 32, contiguous: the common case; the
 //   Wide instances) the lanes of a warp copy 16 bytes each (four or eight neighbouring neurons of
-//   one step) and meet at __syncwarp before reading and refilling. Else 4-byte data is copied
+//   one step) and meet at __syncwarp before reading and refilling; their outputs take the way
+//   back: each thread writes its own over its input's slot, and the lanes store 16-byte pieces
+//   of the warp's outputs after meeting at __syncwarp. Else 4-byte data is copied
 //   and read by each thread for its own slots only, so waiting for its own copies is all the
 //   synchronisation needed, and 2-byte data 4 bytes (two neighbouring neurons) at a time by the
 //   lanes of a warp together, which meet at __syncwarp as wide copies do;
@@ -494,7 +496,8 @@ inline bool pairs_copyable(const View3& v, int64_t features) {
 }
 
 // Data of `bytes` per element is copied 16 bytes at a time by whole warps (the Wide instances)
-// where, besides, every row of a warp's neurons starts 16-byte aligned.
+// where, besides, every row of a warp's neurons starts 16-byte aligned. The outputs they store
+// the same way are the ops' own contiguous allocations, aligned alike whenever the input is.
 inline bool wide_copyable(const View3& v, int64_t features, int64_t bytes) {
   return features % 32 == 0 && v.sf == 1 && (v.st * bytes) % 16 == 0 && (v.sb * bytes) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(v.data) % 16 == 0;
