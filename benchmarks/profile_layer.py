@@ -1,6 +1,6 @@
 """Where one layer call spends its time: CUDA kernels and host time, with torch.profiler.
 
-    python benchmarks/profile_layer.py --size 16x500x512
+    python benchmarks/profile_layer.py --size 16x500x512 [--dtype bfloat16]
 """
 
 import argparse
@@ -19,11 +19,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", default="16x500x512")
     parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--dtype", default="float32", help="the input's dtype (float32, bfloat16, float16)")
     args = parser.parse_args()
     shape = tuple(int(s) for s in args.size.split("x"))
+    dtype = getattr(torch, args.dtype)
     layer = layers.LIF(tau_mem=10.0).cuda()
-    x = (torch.randn(shape, device="cuda") * 10).requires_grad_()
-    grad = torch.randn(shape, device="cuda")
+    x = (torch.randn(shape, device="cuda") * 10).to(dtype).requires_grad_()
+    grad = torch.randn(shape, device="cuda").to(dtype)
 
     def step():
         layer.reset_states()
