@@ -6,13 +6,13 @@
 // whose exponents it cannot vouch for to a slow subroutine. Per time step that is a reciprocal,
 // seven dependent-ish instructions and a branch, which splits every unrolled chunk into basic
 // blocks the compiler cannot schedule across. Here the reciprocal is computed once per neuron
-// (theta is constant) with the same instructions, and each step runs the three fmas of q. Instead
-// of FCHK, a step whose membrane lies outside [2^-60, 2^61) (+0 aside, which divides exactly)
-// sets `unsafe`, and the caller runs the whole chunk again with IEEE division; a theta outside
-// that range (or not positive) marks every chunk. Inside the ranges no quotient, remainder or
-// reciprocal is subnormal or overflows, which is where the fast path is exact.
-// tests/test_cuda_division.py compares it with IEEE division for every float v, for thresholds
-// across the range.
+// (theta is constant) with the same instructions, and each step runs the three fmas of q.
+// Instead of FCHK, a step whose membrane lies where the quotient may differ from IEEE's in a
+// way the spike count shows sets `unsafe`, and the caller runs the whole chunk again with IEEE
+// division; a theta outside [2^-60, 2^61) (or not positive) marks every chunk. Inside the ranges
+// no quotient, remainder or reciprocal is subnormal or overflows, which is where the fast path is
+// exact. tests/test_fast_kernels.py compares both forms of the count below with IEEE division's
+// for every float v, for thresholds across the range.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -34,20 +34,44 @@ struct Reciprocal {
   __device__ static bool in_range(float x) { return ((__float_as_uint(x) >> 23) & 0xffu) - 67u <= 120u; }
 };
 
-// v / theta with the neuron's Reciprocal; or'ed into *unsafe where the result may differ from
-// IEEE division (the caller then repeats the chunk with IeeeDivision). No select on the
-// quotient: the three fmas are all it adds to the step's dependency chain.
+// sinabs' spike count (v > 0) * trunc(v / theta) with the neuron's Reciprocal, the same bits as
+// with IEEE division wherever it does not or `true` into *unsafe (the caller then repeats the
+// chunk with IEEE division). Two forms of the same values:
+// - count: for v <= 0 the count is a zero of v's sign, v * 0, without dividing (the IEEE
+//   quotient is finite there, as |v| < 2^61, so its zero has v's sign too); for 0 < v < 2^-60
+//   the quotient is below 1, so trunc gives +0 however its last bits round; in [2^-60, 2^61) the
+//   three fmas give IEEE's quotient. Flagged: |v| >= 2^61 and NaN, one compare. Four fewer
+//   instructions per step than masked_count, but the quotient waits for the sign test.
+// - masked_count: sinabs' expression with the fast quotient, which is IEEE's for |v| in
+//   [2^-60, 2^61) and for +0; flags every other v (five instructions a step).
+// The forward takes count (fewer instructions: faster at every size, kernel A/B in
+// benchmarks/NOTES.md, version 30); the backward's recomputation count for 2-byte data (its
+// kernels are issue-bound) and masked_count for float32, where count's longer chain slowed the
+// latency-bound sizes.
 struct ReciprocalDivision {
   float y;
   bool* unsafe;
-  __device__ float operator()(float v, float theta) const {
+  __device__ ReciprocalDivision(float y_, bool* unsafe_) : y(y_), unsafe(unsafe_) {}
+  __device__ float quotient(float v, float theta) const {
     const float q0 = fmaf(v, y, 0.0f);
     const float rem = fmaf(-theta, q0, v);
-    const float q = fmaf(y, rem, q0);
-    // +0 comes out exactly (+0); -0 would come out +0, so it is flagged like the rest outside
-    *unsafe |= !Reciprocal::in_range(v) & (__float_as_uint(v) != 0u);
-    return q;
+    return fmaf(y, rem, q0);
   }
+  __device__ float count(float v, float theta) const {
+    *unsafe |= !(fabsf(v) < 0x1p61f);
+    return v > 0.f ? truncf(quotient(v, theta)) : v * 0.f;
+  }
+  __device__ float masked_count(float v, float theta) const {
+    const float q = quotient(v, theta);
+    *unsafe |= !Reciprocal::in_range(v) & (__float_as_uint(v) != 0u);
+    return static_cast<float>(v > 0.f) * truncf(q);
+  }
+};
+
+// ReciprocalDivision with masked_count as its count (spike_count_of calls count).
+struct MaskedReciprocalDivision : ReciprocalDivision {
+  using ReciprocalDivision::ReciprocalDivision;
+  __device__ float count(float v, float theta) const { return masked_count(v, theta); }
 };
 
 }  // namespace fast

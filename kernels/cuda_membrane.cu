@@ -31,14 +31,15 @@ bool data_ok(DType dtype, const View3& v, int64_t features) {
 }  // namespace
 }  // namespace fast
 
+// The fast kernels count steps in ints and step K rows of any tensor with int offsets.
 bool fast_path(const MembraneForwardArgs<float>& a) {
-  return without_extras(a) && fast::data_ok(a.dtype, a.u, a.shape.features) &&
+  return without_extras(a) && fast::data_ok(a.dtype, a.u, a.shape.features) && fast::fits_int(a.shape.time) &&
          fast::fits_int(a.shape.features * fast::K) && fast::fits_int(a.u.st * fast::K);
 }
 
 bool fast_path(const MembraneBackwardArgs<float>& a) {
   return without_extras(a) && fast::data_ok(a.dtype, a.u, a.shape.features) &&
-         fast::data_ok(a.dtype, a.g_out, a.shape.features) &&
+         fast::data_ok(a.dtype, a.g_out, a.shape.features) && fast::fits_int(a.shape.time) &&
          fast::fits_int(a.shape.features * fast::K) && fast::fits_int(a.u.st * fast::K) &&
          fast::fits_int(a.g_out.st * fast::K);
 }

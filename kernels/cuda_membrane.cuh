@@ -200,7 +200,9 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
   if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data or Wide (F % 32 == 0)
-  const int64_t steps = a.shape.time, chunks = (steps + K - 1) / K;
+  // steps fit an int (fast_path), and K steps of any row an int offset
+  const int steps = static_cast<int>(a.shape.time), chunks = (steps + K - 1) / K;
+  const int last_len = steps - (chunks - 1) * K;  // steps of the last chunk, 1 .. K
   const int F = static_cast<int>(a.shape.features), su = static_cast<int>(a.u.st);
   const int64_t b = n / F, f = n % F;
   const C cell(a.p, f);
@@ -219,20 +221,24 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
   // the membrane's input of a step: the data, or the synaptic current it drives
   auto input = [&](float x) { return Syn ? synapse_step(i, x, alpha_syn) : x; };
 
-  auto issue = [&](int64_t c, int stage) {  // chunk c's inputs into a ring stage
-    if (c < chunks) {
-      const T* src = u + c * K * su;
-      if (steps - c * K >= K) ring.template fill<true, Wide>(stage, 0, src, su, K);
-      else ring.template fill<false, Wide>(stage, 0, src, su, static_cast<int>(steps - c * K));
+  // Pointers walk the chunks and counters are ints: per chunk a few adds, no 64-bit products.
+  const T* next = u;  // the first step of the next chunk to copy in
+  int to_copy = chunks;
+  auto issue = [&](int stage) {  // the next chunk's inputs into a ring stage
+    if (to_copy > 0) {
+      if (to_copy > 1 || last_len == K) ring.template fill<true, Wide>(stage, 0, next, su, K);
+      else ring.template fill<false, Wide>(stage, 0, next, su, last_len);
+      next += K * su;
+      --to_copy;
     }
     commit_copies();  // an empty group for chunks past the end keeps the counting uniform
   };
-  for (int s = 0; s + 1 < stages; ++s) issue(s, s);
+  for (int s = 0; s + 1 < stages; ++s) issue(s);
 
   float w = a.v0[n], out_sum = 0.f;
   int stage = 0, load_stage = stages - 1;
-  for (int64_t c = 0; c < chunks; ++c) {
-    issue(c + stages - 1, load_stage);
+  for (int c = 0; c < chunks; ++c, out += K * F) {
+    issue(load_stage);
     load_stage = next_stage(load_stage, stages);
     wait_copies(stages - 1);
     Data::template sync<Wide>();
@@ -244,17 +250,17 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
         syn_ckpt += F;
       }
     }
-    [[maybe_unused]] T* o = out + c * K * F;
-    const int len = static_cast<int>(steps - c * K < K ? steps - c * K : K);
+    const bool whole = c + 1 < chunks || last_len == K;
+    const int len = whole ? K : last_len;
     // the chunk's steps (all K when kWhole, as straight-line code), dividing with div, the
     // input of step k from load(k)
-    auto run = [&](auto whole, const auto& div, const auto& load) {
+    auto run = [&](auto kWhole, const auto& div, const auto& load) {
       EXODUS_UNROLL
       for (int k = 0; k < K; ++k) {
-        if (!decltype(whole)::value && k >= len) break;
+        if (!decltype(kWhole)::value && k >= len) break;
         const float y = cell.step(w, input(load(k)), div);
         if constexpr (Wide) *ring.at(stage, k) = static_cast<T>(y);
-        else o[k * F] = static_cast<T>(y);
+        else out[k * F] = static_cast<T>(y);
         out_sum += y;
       }
     };
@@ -262,14 +268,14 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
     const float w_start = w, sum_start = out_sum, i_start = i;
     bool unsafe = C::kDivides && !theta_reciprocal.theta_ok;
     const ReciprocalDivision div{theta_reciprocal.y, &unsafe};
-    if (len == K) run(std::true_type{}, div, from_ring);
+    if (whole) run(std::true_type{}, div, from_ring);
     else run(std::false_type{}, div, from_ring);
     if (C::kDivides && unsafe) {  // rare: the chunk again with IEEE division, rewriting its outputs
       w = w_start;
       out_sum = sum_start;
       if constexpr (Syn) i = i_start;
       if constexpr (Wide) {  // the ring holds outputs by now: the inputs from global memory
-        const T* own = u - WideCopy<T>::lead_here(su) + c * K * su;
+        const T* own = u - WideCopy<T>::lead_here(su) + static_cast<int64_t>(c) * K * su;
         run(std::false_type{}, IeeeDivision{}, [&](int k) { return static_cast<float>(own[k * su]); });
       } else {
         run(std::false_type{}, IeeeDivision{}, from_ring);
@@ -277,8 +283,8 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
     }
     Data::template sync<Wide>();
     if constexpr (Wide) {  // the chunk's outputs, from the ring
-      if (len == K) ring.template drain<true>(stage, 0, out + c * K * F, F, K);
-      else ring.template drain<false>(stage, 0, out + c * K * F, F, len);
+      if (whole) ring.template drain<true>(stage, 0, out, F, K);
+      else ring.template drain<false>(stage, 0, out, F, len);
       Data::template sync<Wide>();
     }
     stage = next_stage(stage, stages);
@@ -394,7 +400,9 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
       }
     };
     bool unsafe = C::kDivides && !theta_reciprocal.theta_ok;
-    recompute(ReciprocalDivision{theta_reciprocal.y, &unsafe},
+    // the spike count's form (cuda_division.cuh): per kernel A/B
+    using Division = std::conditional_t<sizeof(T) == 2, ReciprocalDivision, MaskedReciprocalDivision>;
+    recompute(Division{theta_reciprocal.y, &unsafe},
               [&](int k) { return static_cast<float>(*ring.at(stage, k)); });
     if (C::kDivides && unsafe)  // rare: the segment again with IEEE division
       recompute(IeeeDivision{}, [&](int k) {

@@ -29,10 +29,11 @@ EXODUS_HD double exp_(double x) { return exp(x); }
 EXODUS_HD float sqrt_(float x) { return sqrtf(x); }
 EXODUS_HD double sqrt_(double x) { return sqrt(x); }
 
-// v / theta, IEEE division (the fast CUDA kernels pass a cheaper one with the same results).
+// sinabs' spike count (v > 0) * trunc(v / theta) with IEEE division (the fast CUDA kernels pass
+// a cheaper division with the same results, cuda_division.cuh).
 struct IeeeDivision {
   template <typename A>
-  EXODUS_HD A operator()(A v, A theta) const { return v / theta; }
+  EXODUS_HD A count(A v, A theta) const { return A(v > A(0)) * trunc_(v / theta); }
 };
 
 // sinabs MultiSpike / MaxSpike / SingleSpike forward, for a spike kind known at compile time
@@ -42,7 +43,7 @@ EXODUS_HD A spike_count_of(A v, A theta, A max_spikes, const Div& div = Div()) {
   if constexpr (S == SpikeKind::Single) {
     return A(v - theta >= A(0));
   } else {
-    A s = A(v > A(0)) * trunc_(div(v, theta));  // (v_mem > 0) * div(v_mem, thr, "trunc")
+    A s = div.count(v, theta);  // (v_mem > 0) * div(v_mem, thr, "trunc")
     if constexpr (S == SpikeKind::Max) {
       if (s > max_spikes) s = max_spikes;
     }

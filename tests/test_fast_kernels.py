@@ -1,4 +1,4 @@
-"""The fast CUDA kernels' spike division (kernels/cuda_division.cuh) against IEEE division for
+"""The fast CUDA kernels' spike count (kernels/cuda_division.cuh) against IEEE division's for
 every float, and the kernels against the reference at membrane magnitudes where that division
 hands chunks back to IEEE division."""
 
@@ -12,7 +12,7 @@ from exodus_jit import ops
 from oracle import rel_err
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-RANGE_EXPONENTS = (-60, 61)  # |v| and theta in [2^-60, 2^61) divide without IEEE division
+RANGE_EXPONENTS = (-60, 61)  # thresholds (and, for masked_count, |v|) in [2^-60, 2^61) divide without IEEE division
 
 
 def _thresholds() -> torch.Tensor:
@@ -33,35 +33,42 @@ def _thresholds() -> torch.Tensor:
 
 @needs_cuda
 @pytest.mark.cuda
-def test_reciprocal_division_equals_ieee_division_for_every_float():
+@pytest.mark.parametrize("masked", [False, True])
+def test_reciprocal_division_counts_spikes_as_ieee_division_for_every_float(masked):
+    """Both forms of the fast spike count (the forward's, and the float32 backward's masked one)
+    give IEEE division's bits for every float membrane they do not flag, and flag exactly the
+    membranes their contract names."""
     from exodus_jit.jit import ExtensionSpec, prepare
     from exodus_jit.ops._extension import kernels_dir
 
     prepare(ExtensionSpec("exodus_division_check", (FIXTURES / "division_check.cu",),
                           depends=(kernels_dir() / "cuda_division.cuh",), include_dirs=(kernels_dir(),)))
     compare = torch.ops.exodus_division_check.compare
-    # the bit patterns of v outside the range, +0 aside (it divides exactly): flagged
-    outside = (256 - (RANGE_EXPONENTS[1] - RANGE_EXPONENTS[0])) * 2**24 - 1
+    if masked:  # v outside [2^-60, 2^61), +0 aside (it divides exactly), either sign
+        outside = (256 - (RANGE_EXPONENTS[1] - RANGE_EXPONENTS[0])) * 2**24 - 1
+    else:  # |v| >= 2^61, infinities and NaNs included, either sign
+        outside = (256 - (127 + RANGE_EXPONENTS[1])) * 2**24
     thetas = _thresholds()
-    result = compare(thetas.cuda()).cpu()
+    result = compare(thetas.cuda(), masked).cpu()
     for theta, (bad, flagged, first_bad) in zip(thetas.tolist(), result.tolist()):
-        assert bad == 0, f"theta {theta!r}: {bad} quotients differ from IEEE division, first v bits {first_bad:#x}"
+        assert bad == 0, f"theta {theta!r}: {bad} spike counts differ from IEEE division's, first v bits {first_bad:#x}"
         assert flagged == outside, f"theta {theta!r}: {flagged} steps flagged, expected {outside}"
     # thresholds outside the range (or not positive) flag every step: IEEE division throughout
     for theta, (bad, flagged, _) in zip((0.0, -1.0, 1e-30, 1e30), compare(torch.tensor(
-            [0.0, -1.0, 1e-30, 1e30], device="cuda")).cpu().tolist()):
+            [0.0, -1.0, 1e-30, 1e30], device="cuda"), masked).cpu().tolist()):
         assert bad == 0 and flagged == 2**32, f"theta {theta!r}"
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("spike", ["multi", "max"])
 def test_kernels_equal_reference_at_extreme_magnitudes(device, spike):
-    """Membranes from 1e-35 to 1e15 and thresholds from 1e-15 to 1e25 (per neuron), zeros
+    """Membranes from 1e-35 to 1e20 (past 2^61, where chunks fall back to IEEE division) and
+    thresholds from 1e-15 to 1e25 (per neuron; past 2^61 every chunk falls back), zeros
     included: outputs and states bit-identical to the reference, gradients close."""
     B, T, F = 3, 45, 64
-    u = torch.randn(B, T, F) * 10 ** torch.empty(B, T, F).uniform_(-35, 15)
-    u[:, :6] = 0  # a +0 membrane divides exactly without falling back
-    u[0, 0, :5] = -0.0  # with v0 = -0 a -0 membrane, which falls back (the division would give +0)
+    u = torch.randn(B, T, F) * 10 ** torch.empty(B, T, F).uniform_(-35, 20)
+    u[:, :6] = 0  # +0 membranes count +0 spikes
+    u[0, 0, :5] = -0.0  # with v0 = -0 a -0 membrane, which counts -0 spikes (as sinabs)
     threshold = 10 ** torch.empty(F).uniform_(-15, 25)
     threshold[:8] = 1.0
     u, threshold = u.to(device), threshold.to(device)
