@@ -34,16 +34,17 @@ struct Reciprocal {
   __device__ static bool in_range(float x) { return ((__float_as_uint(x) >> 23) & 0xffu) - 67u <= 120u; }
 };
 
-// sinabs' spike count (v > 0) * trunc(v / theta) with the neuron's Reciprocal, the same bits as
-// with IEEE division wherever it does not or `true` into *unsafe (the caller then repeats the
-// chunk with IEEE division). Two forms of the same values:
+// sinabs' spike count (v > 0) * trunc(v / theta) with the neuron's Reciprocal: IEEE division's
+// bits wherever it leaves *unsafe alone (where it sets it, the caller repeats the chunk with IEEE
+// division). Two forms of the same values:
 // - count: for v <= 0 the count is a zero of v's sign, v * 0, without dividing (the IEEE
 //   quotient is finite there, as |v| < 2^61, so its zero has v's sign too); for 0 < v < 2^-60
 //   the quotient is below 1, so trunc gives +0 however its last bits round; in [2^-60, 2^61) the
-//   three fmas give IEEE's quotient. Flagged: |v| >= 2^61 and NaN, one compare. Four fewer
-//   instructions per step than masked_count, but the quotient waits for the sign test.
+//   three fmas give IEEE's quotient. Flagged: |v| >= 2^61 and NaN, one compare. Five fewer
+//   instructions per step than masked_count in the float32 forward's SASS, but the quotient
+//   waits for the sign test.
 // - masked_count: sinabs' expression with the fast quotient, which is IEEE's for |v| in
-//   [2^-60, 2^61) and for +0; flags every other v (five instructions a step).
+//   [2^-60, 2^61) and for +0; flags every other v (a six-instruction range test per step).
 // The forward takes count (fewer instructions: faster at every size, kernel A/B in
 // benchmarks/NOTES.md, version 30); the backward's recomputation count for 2-byte data (its
 // kernels are issue-bound) and masked_count for float32, where count's longer chain slowed the
