@@ -431,3 +431,72 @@ def test_membrane_autograd_refuses_malformed_options(device):
 def test_parameters_on_another_device_are_refused():
     with pytest.raises(ValueError, match="is on"):
         ops.membrane(torch.zeros(2, 3, 4, device="cuda"), torch.zeros(2, 4), 0.9)
+
+
+def test_cpu_vector_flags_follow_torchs_cpu_capability(monkeypatch):
+    """The CPU kernels build with -mavx2 where torch itself runs AVX2 or AVX-512 code, and the flag
+    is part of the cache key, so a CPU without it gets a build of its own."""
+    from exodus_jit.jit import cache_key, key_fields
+    from exodus_jit.ops import _extension
+
+    specs = {}
+    for capability in ("AVX512", "AVX2", "DEFAULT", "NEON"):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        specs[capability] = _extension.cpu_spec()
+    assert [("-mavx2" in specs[c].cflags) for c in ("AVX512", "AVX2", "DEFAULT", "NEON")] == [True, True, False, False]
+    assert cache_key(key_fields(specs["AVX2"])) != cache_key(key_fields(specs["DEFAULT"]))
+
+
+# Runs each case on inputs made by the test (torch's own random and vectorised functions differ
+# between CPU capabilities, so nothing here is computed by torch itself): alpha is a number, and
+# only what the kernels compute is compared (outputs, states, sums, the input and state gradients).
+_BASELINE_SCRIPT = r"""
+import sys, torch
+from exodus_jit import ops
+results = []
+for (dtype, kwargs), (u, v0, g) in zip(CASES, torch.load(sys.argv[1])):
+    u, v0 = u.to(dtype).requires_grad_(), v0.clone().requires_grad_()
+    extra = {"i_syn": torch.zeros(v0.shape), "alpha_syn": 0.8} if kwargs.pop("syn", False) else {}
+    r = ops.membrane(u, v0, 0.875, sum_output=True, norm_input=True, **kwargs, **extra)
+    torch.autograd.backward([r.output, r.v_final, r.output_sum],
+                            [g.to(dtype), torch.ones_like(r.v_final), torch.ones_like(r.output_sum)])
+    results.append([t.detach() for t in (r.output, r.v_final, r.output_sum, u.grad, v0.grad)])
+torch.save(results, sys.argv[2])
+"""
+_BASELINE_CASES = ("[(torch.float32, {}), (torch.float32, {'min_v_mem': -0.5}), (torch.float32, {'syn': True}), "
+                   "(torch.float32, {'spike': 'max', 'max_spikes': 2, 'reset': 'to_value'}), "
+                   "(torch.float32, {'spike': 'single'}), (torch.bfloat16, {}), (torch.float64, {})]")
+
+
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+                    reason="this CPU builds the baseline (SSE2) kernels already")
+def test_cpu_baseline_build_gives_the_same_bits(tmp_path):
+    """The kernels built for a CPU without AVX2 (ATEN_CPU_CAPABILITY=default, in a subprocess) and
+    this CPU's AVX2 build give the same bits: outputs, states, output sums and the input and state
+    gradients, for the plain, clipped, synaptic, max-spike/reset-to-value, single-spike, bfloat16
+    and float64 loops."""
+    import os
+    import subprocess
+    import sys
+
+    cases = eval(_BASELINE_CASES)
+    inputs = [((torch.randn(3, 37, 70, dtype=torch.float64) * 3).to(dtype), torch.rand(3, 70, dtype=dtype if
+               dtype == torch.float64 else torch.float32), torch.randn(3, 37, 70, dtype=torch.float64))
+              for dtype, _ in cases]
+    torch.save(inputs, tmp_path / "inputs.pt")
+    script = _BASELINE_SCRIPT.replace("CASES", _BASELINE_CASES)
+    paths = {}
+    for name, capability in (("avx2", None), ("baseline", "default")):
+        env = dict(os.environ)
+        env.pop("ATEN_CPU_CAPABILITY", None)
+        if capability:
+            env["ATEN_CPU_CAPABILITY"] = capability
+        env["EXODUS_JIT_BACKEND"] = "kernels"
+        paths[name] = tmp_path / f"{name}.pt"
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / "inputs.pt"), str(paths[name])], env=env,
+                       check=True, timeout=900)
+    got, expected = torch.load(paths["baseline"]), torch.load(paths["avx2"])
+    assert len(got) == len(expected) == len(cases)
+    for case_got, case_expected in zip(got, expected):
+        for a, b in zip(case_got, case_expected):
+            assert a.dtype == b.dtype and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
