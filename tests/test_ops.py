@@ -453,6 +453,8 @@ def test_cpu_vector_flags_follow_torchs_cpu_capability(monkeypatch):
 _BASELINE_SCRIPT = r"""
 import sys, torch
 from exodus_jit import ops
+from exodus_jit.ops import _extension
+print("avx2" if "-mavx2" in _extension.cpu_spec().cflags else "baseline")  # the build this process loads
 results = []
 for (dtype, kwargs), (u, v0, g) in zip(CASES, torch.load(sys.argv[1])):
     u, v0 = u.to(dtype).requires_grad_(), v0.clone().requires_grad_()
@@ -480,9 +482,11 @@ def test_cpu_baseline_build_gives_the_same_bits(tmp_path):
     import sys
 
     cases = eval(_BASELINE_CASES)
-    inputs = [((torch.randn(3, 37, 70, dtype=torch.float64) * 3).to(dtype), torch.rand(3, 70, dtype=dtype if
-               dtype == torch.float64 else torch.float32), torch.randn(3, 37, 70, dtype=torch.float64))
-              for dtype, _ in cases]
+    inputs = []
+    for dtype, _ in cases:
+        state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        inputs.append(((torch.randn(3, 37, 70, dtype=torch.float64) * 3).to(dtype),
+                       torch.rand(3, 70, dtype=state_dtype), torch.randn(3, 37, 70, dtype=torch.float64)))
     torch.save(inputs, tmp_path / "inputs.pt")
     script = _BASELINE_SCRIPT.replace("CASES", _BASELINE_CASES)
     paths = {}
@@ -493,8 +497,9 @@ def test_cpu_baseline_build_gives_the_same_bits(tmp_path):
             env["ATEN_CPU_CAPABILITY"] = capability
         env["EXODUS_JIT_BACKEND"] = "kernels"
         paths[name] = tmp_path / f"{name}.pt"
-        subprocess.run([sys.executable, "-c", script, str(tmp_path / "inputs.pt"), str(paths[name])], env=env,
-                       check=True, timeout=900)
+        proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "inputs.pt"), str(paths[name])],
+                              env=env, check=True, timeout=900, capture_output=True, text=True)
+        assert proc.stdout.split()[0] == name  # each process loaded the build it is named after
     got, expected = torch.load(paths["baseline"]), torch.load(paths["avx2"])
     assert len(got) == len(expected) == len(cases)
     for case_got, case_expected in zip(got, expected):
