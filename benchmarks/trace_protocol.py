@@ -83,9 +83,12 @@ def run_case(case: str, iters: int, warmup: int) -> list:
 
     def timed(fn):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        # marked: the profiler leaves cudaEventRecord out of its runtime calls
+        with record_function("start_record"):
+            start.record()
         fn()
-        end.record()
+        with record_function("end_record"):
+            end.record()
         end.synchronize()
         return start.elapsed_time(end)
 
@@ -107,13 +110,15 @@ def run_case(case: str, iters: int, warmup: int) -> list:
 
 
 def iterations(events: list) -> list:
-    """Splits the trace at the cudaEventRecord calls (4 per iteration: forward start and end,
-    backward start and end) into per-iteration lists of (name, category, host or GPU start, end)."""
+    """Splits the trace at the marked event records (forward start and end, backward start and
+    end) into per-iteration lists of spans (host calls and GPU work, one clock)."""
     spans = [e for e in events if e.get("ph") == "X" and "ts" in e and "dur" in e]
-    # the timer's records are the main thread's (the engine thread may record events of its own)
-    main_tid = next(e["tid"] for e in spans if e.get("cat") == "user_annotation" and e["name"] == "layer_call")
-    records = sorted(e["ts"] for e in spans if e.get("cat") == "cuda_runtime" and e["name"] == "cudaEventRecord"
-                     and e["tid"] == main_tid)
+    marks = sorted((e["ts"], e["name"]) for e in spans
+                   if e.get("cat") == "user_annotation" and e["name"] in ("start_record", "end_record"))
+    records = [t for t, _ in marks]
+    if [n for _, n in marks[:4]] != ["start_record", "end_record"] * 2:
+        print("unexpected record marks:", marks[:6])
+        return []
     out = []
     for i in range(0, len(records) - 3, 4):
         t0, t_end = records[i], (records[i + 4] if i + 4 < len(records) else float("inf"))
@@ -188,9 +193,15 @@ def main() -> None:
     report = {}
     for case in args.cases:
         events = run_case(case, args.iters, args.warmup)
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            with gzip.open(Path(args.save) / (case.replace(":", "_") + ".json.gz"), "wt") as f:
+                json.dump(events, f)
         its = iterations(events)
         if len(its) != args.iters:
             print(f"warning: {len(its)} iterations found in the trace, {args.iters} run")
+        if not its:
+            continue
         sums = [summary(it) for it in its]
         keys = sorted({k for s in sums for k in s})
         med = {k: statistics.median(s[k] for s in sums if k in s) for k in keys}
@@ -202,11 +213,6 @@ def main() -> None:
         pick = its[sorted(range(len(its)), key=lambda i: total[i])[len(its) // 2]]
         print("  timeline of the median iteration (us after the forward's start record; +duration):")
         print(timeline(pick))
-        if args.save:
-            Path(args.save).mkdir(parents=True, exist_ok=True)
-            name = case.replace(":", "_") + ".json.gz"
-            with gzip.open(Path(args.save) / name, "wt") as f:
-                json.dump(events, f)
     print("JSON " + json.dumps(report))
 
 
