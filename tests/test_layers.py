@@ -228,24 +228,42 @@ def test_layers_keep_their_membrane_call(device, kind, kwargs):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(3, 9, 5), (3, 9, 2, 3)])
-def test_direct_call_equals_the_general_path(device, shape):
+@pytest.mark.parametrize("tau_syn", [None, 3.0])
+def test_direct_call_equals_the_general_path(device, shape, tau_syn):
     """MembraneCall's direct path to the C++ op gives the general path's (_run's) outputs, states
-    and gradients to the bit."""
+    and gradients to the bit, with the fused synaptic stage too (its states carried over a second
+    call without reset)."""
     x = torch.randn(shape, device=device) * 4
     runs = []
     for direct in (True, False):
-        layer = el.LIF(tau_mem=torch.full(shape[2:], 8.0)).to(device)
+        layer = el.LIF(tau_mem=torch.full(shape[2:], 8.0), tau_syn=tau_syn).to(device)
         layer(x)  # resolves and keeps the call
         call = layer.__dict__["_exodus_call"][1]
         assert call._direct
         call._direct = direct
         layer.reset_states()
         xg = x.clone().requires_grad_()
-        out = layer(xg)
+        out = torch.cat([layer(xg), layer(xg * 0.5)], 1)
         (out * torch.linspace(-1, 1, out.numel(), device=device).reshape(out.shape)).sum().backward()
-        runs.append((out, layer.v_mem, layer.firing_rate, xg.grad, layer.tau_mem.grad))
+        runs.append((out, layer.v_mem, layer.firing_rate, xg.grad, layer.tau_mem.grad,
+                     *((layer.i_syn, layer.tau_syn.grad) if tau_syn else ())))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+def test_synaptic_layer_call_takes_the_direct_path(monkeypatch):
+    """A LIF with tau_syn (fused synaptic stage) reaches the C++ op without MembraneCall's general
+    path (its per-call checks cost host time on every call)."""
+    layer = el.LIF(tau_mem=10.0, tau_syn=5.0)
+    layer(torch.randn(2, 5, 3))
+
+    def general_path(*args, **kwargs):
+        raise AssertionError("took the general path")
+
+    monkeypatch.setattr(ops.MembraneCall, "_run", general_path)
+    layer.reset_states()
+    layer(torch.randn(2, 5, 3))
+    layer(torch.randn(2, 5, 3))  # states carried over
 
 
 @pytest.mark.parametrize("device", DEVICES)

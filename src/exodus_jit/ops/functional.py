@@ -332,7 +332,9 @@ class MembraneCall:
         self._op_args = None if self.surrogate_kind == SurrogateKind.GIVEN else _registry.membrane_autograd_args(
             self.alpha, self.threshold, self.subtract, self.min_v, self.config, self.surrogate_kind,
             self.surrogate_params, self.record_states, self.sum_output, self.tau, self.features)
-        self._direct = self._op_args is not None and self.synapse is None  # __call__'s common case
+        # __call__'s common case: the C++ operator, with the synaptic stage fused where there is one
+        # (the fused kernels take no recorded states; built-in surrogates are given by _op_args)
+        self._direct = self._op_args is not None and (self.synapse is None or not self.record_states)
 
     @property
     def reusable(self) -> bool:
@@ -344,19 +346,27 @@ class MembraneCall:
                    for prepared, given in self._given)
 
     def __call__(self, u: Tensor, v0: Tensor, i_syn: Optional[Tensor] = None) -> MembraneOutput:
-        if (self._direct and i_syn is None and type(u) is Tensor and type(v0) is Tensor and u.dtype is self.dtype
+        if (self._direct and type(u) is Tensor and type(v0) is Tensor and u.dtype is self.dtype
                 and v0.dtype is self._state_dtype and u.device == self.device and u.shape[2:] == self.features
+                and (i_syn is None) == (self.synapse is None)
+                and (i_syn is None or (type(i_syn) is Tensor and i_syn.dtype is self._state_dtype))
                 and _chosen_backend() == "kernels" and not torch.compiler.is_compiling()):
             # the common case (a layer's call): _run's C++ path without its per-call checks, which
-            # the op makes itself for the state's shape and device
+            # the op makes itself for the states' shapes and devices
+            synapse = () if i_syn is None else (i_syn, *self.synapse)
             if u.dim() == 3:
-                out, w_rec, v_final, out_sum, _ = self._autograd_op(u, v0)
+                out, w_rec, v_final, out_sum, i_final = self._autograd_op(u, v0, synapse)
                 return MembraneOutput(out, v_final, w_rec if self.record_states else None,
-                                      out_sum if self.sum_output else None)
+                                      out_sum if self.sum_output else None, i_final if synapse else None)
             B, T = u.shape[0], u.shape[1]
-            if v0.shape[0] == B and v0.shape[1:] == self.features:  # else _run's error names the shape
-                out, w_rec, v_final, out_sum, _ = self._autograd_op(u.reshape(B, T, -1), v0.reshape(B, -1))
-                return self._output(u, out, w_rec, v_final, out_sum, None)
+            if v0.shape[0] == B and v0.shape[1:] == self.features and (
+                    i_syn is None or (i_syn.shape[0] == B and i_syn.shape[1:] == self.features)):
+                # else _run's errors name the shape
+                if synapse:
+                    synapse = (i_syn.reshape(B, -1), *self.synapse)
+                out, w_rec, v_final, out_sum, i_final = self._autograd_op(u.reshape(B, T, -1), v0.reshape(B, -1),
+                                                                          synapse)
+                return self._output(u, out, w_rec, v_final, out_sum, i_final if synapse else None)
         if u.dtype != self.dtype or u.device != self.device or u.dim() < 2 or u.shape[2:] != self.features:
             _check_data("input", u)
             raise ValueError(f"this MembraneCall takes {self.dtype} input on {self.device} with neuron shape "
@@ -405,9 +415,9 @@ class MembraneCall:
                 record_states, sum_output)
         return self._output(u, out, w_rec, v_final, out_sum, None)
 
-    def _autograd_op(self, u3: Tensor, state: Tensor, synapse: Optional[tuple] = None):
+    def _autograd_op(self, u3: Tensor, state: Tensor, synapse: Optional[tuple] = ()):
         """The C++ operator on (B, T, F') input and (B, F') state, with the prepared arguments;
-        synapse = (i0, alpha_syn, tau_syn) of the fused synaptic stage."""
+        synapse = (i0, alpha_syn, tau_syn) of the fused synaptic stage, or empty."""
         op = self._op
         if op is None:
             op = self._op = _registry.membrane_autograd_op(self.device)
