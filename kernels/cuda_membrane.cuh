@@ -42,11 +42,15 @@ constexpr int K = kCheckpointSteps;
 constexpr int kBlock = 64;      // threads per block: small blocks spread small layers over all SMs
 constexpr int kMaxStages = 8;
 
+// The copies ask L2 to fetch 256 bytes around each miss (`.L2::256B`, a hint): a warp reads a
+// 128-byte (fp32) or 64-byte (2-byte data) piece of a row per step, and the neighbouring warps
+// read the rest of the row's neighbourhood soon after (measured: -1.4% at fp32 16x500x16384).
+
 // 4-byte asynchronous copy global -> shared (sm_80+); older GPUs copy synchronously. dst is
 // both the generic pointer and its shared-window address (computed once per thread).
 __device__ __forceinline__ void copy_async(void* dst, unsigned dst_shared, const void* src) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst_shared), "l"(src) : "memory");
+  asm volatile("cp.async.ca.shared.global.L2::256B [%0], [%1], 4;\n" ::"r"(dst_shared), "l"(src) : "memory");
 #else
   *static_cast<unsigned*>(dst) = *static_cast<const unsigned*>(src);
 #endif
@@ -56,7 +60,7 @@ __device__ __forceinline__ void copy_async(void* dst, unsigned dst_shared, const
 // each input is read once.
 __device__ __forceinline__ void copy_async16(unsigned dst, const void* src) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
 #else
   *static_cast<uint4*>(__cvta_shared_to_generic(dst)) = *static_cast<const uint4*>(src);
 #endif
