@@ -173,10 +173,12 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     if (decay_syn.alpha.defined() && !decay_syn.from_tau) check_decay(*alpha_syn, "alpha_syn");
 
     const int64_t save_kind = static_cast<int64_t>(save ? SaveKind::Checkpoints : SaveKind::Nothing);
+    // no placeholder tensors for what is not computed: returned are only the outputs computed
+    // (Outputs), so each call allocates and wraps no more than it needs
     auto [out, ckpt, w_rec, v_final, out_sum, i_final] =
-        Ops<Backend>::membrane_forward(u, v0, alpha, threshold, subtract, min_v, o.reset_value, o.spike_kind,
-                                       o.max_spikes, o.reset_kind, o.norm_input, save_kind, o.record, o.sum_out, i0,
-                                       alpha_syn, decay.from_tau, decay_syn.from_tau);
+        Ops<Backend>::forward_impl(u, v0, alpha, threshold, subtract, min_v, o.reset_value, o.spike_kind,
+                                   o.max_spikes, o.reset_kind, o.norm_input, save_kind, o.record, o.sum_out, i0,
+                                   alpha_syn, decay.from_tau, decay_syn.from_tau, false);
     ctx->set_materialize_grads(false);  // unused outputs get undefined gradients, not zeros to read
     if (save) {
       ctx->save_for_backward({ckpt, u, v0, alpha, threshold, subtract, min_v.value_or(at::Tensor()),
@@ -187,8 +189,24 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
       ctx->saved_data["from_tau"] = static_cast<int64_t>(decay.from_tau) | static_cast<int64_t>(decay_syn.from_tau) << 1;
       ctx->saved_data["edges"] = edge_indices(alpha_given, min_v, tau, i0, alpha_syn_given, tau_syn);
     }
-    return {out, w_rec, v_final, out_sum, i_final};
+    variable_list outputs{out, v_final};
+    if (o.sum_out) outputs.push_back(out_sum);
+    if (o.record) outputs.push_back(w_rec);
+    if (i0.has_value()) outputs.push_back(i_final);
+    return outputs;
   }
+
+  // Where each output of forward is in its list (and so its gradient in backward's), -1 where
+  // forward does not return it: out and v_final always, then out_sum, w_rec, i_final as computed.
+  struct Outputs {
+    int out = 0, v_final = 1, out_sum = -1, w_rec = -1, i_final = -1;
+    Outputs(const MembraneOptions& o, bool syn) {
+      int next = 2;
+      if (o.sum_out) out_sum = next++;
+      if (o.record) w_rec = next++;
+      if (syn) i_final = next++;
+    }
+  };
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     // nothing saved: only inputs without gradients (threshold, subtract, min_v) asked for them
@@ -204,26 +222,29 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     auto grad_or_none = [](const at::Tensor& t) { return t.defined() && t.numel() > 0 ? OptTensor(t) : OptTensor(); };
 
     const at::Tensor& u = saved[kSavedU];
-    at::Tensor g_out = grads[0];
+    const at::Tensor& alpha_syn = saved[kSavedAlphaSyn];
+    const bool syn = alpha_syn.defined();
+    const Outputs outputs(o, syn);
+    auto grad_of = [&](int output) { return output >= 0 ? grads[output] : at::Tensor(); };
+    at::Tensor g_out = grads[outputs.out];
     if (!g_out.defined()) {
       // only other outputs' gradients came: a stride-0 zero costs no memory traffic
       g_out = at::zeros({}, u.options()).expand(u.sizes());
     }
     const at::Tensor& alpha = saved[kSavedAlpha];  // tau where the kernels compute alpha from it
-    const at::Tensor& alpha_syn = saved[kSavedAlphaSyn];
     const int64_t from_tau = ctx->saved_data["from_tau"].toInt();
     const Decay decay{alpha, (from_tau & 1) != 0, saved[kSavedDecay], saved[kSavedReciprocalSq]};
     const Decay decay_syn{alpha_syn, (from_tau & 2) != 0, saved[kSavedDecaySyn], saved[kSavedReciprocalSqSyn]};
-    const bool syn = alpha_syn.defined();
     const bool alpha_grad = needs(kArgAlpha) || needs(kArgTau);
     const bool alpha_syn_grad = syn && (needs(kArgAlphaSyn) || needs(kArgTauSyn));
-    auto [g_u, g_v0, g_alpha, g_i0, g_alpha_syn] = Ops<Backend>::membrane_backward(
-        g_out, grad_or_none(grads[3]), grad_or_none(grads[1]), grad_or_none(grads[2]), saved[kSavedCkpt], u,
-        saved[kSavedV0], alpha, saved[kSavedThreshold], saved[kSavedSubtract], saved_or_none(saved[kSavedMinV]),
-        o.reset_value, o.spike_kind, o.max_spikes, o.reset_kind, o.norm_input, o.surrogate_kind, o.surrogate_params,
-        c10::nullopt, alpha_grad,
-        syn ? grad_or_none(grads[4]) : OptTensor(), saved_or_none(saved[kSavedI0]), saved_or_none(alpha_syn),
-        alpha_syn_grad, decay.from_tau, decay_syn.from_tau);
+    // no placeholder tensors for the gradients not computed
+    auto [g_u, g_v0, g_alpha, g_i0, g_alpha_syn] = Ops<Backend>::backward_impl(
+        g_out, grad_or_none(grad_of(outputs.out_sum)), grad_or_none(grad_of(outputs.w_rec)),
+        grad_or_none(grad_of(outputs.v_final)), saved[kSavedCkpt], u, saved[kSavedV0], alpha,
+        saved[kSavedThreshold], saved[kSavedSubtract], saved_or_none(saved[kSavedMinV]), o.reset_value, o.spike_kind,
+        o.max_spikes, o.reset_kind, o.norm_input, o.surrogate_kind, o.surrogate_params, c10::nullopt, alpha_grad,
+        syn ? grad_or_none(grad_of(outputs.i_final)) : OptTensor(), saved_or_none(saved[kSavedI0]),
+        saved_or_none(alpha_syn), alpha_syn_grad, decay.from_tau, decay_syn.from_tau, false);
 
     variable_list result(kArgCount);
     if (needs(kArgU)) result[kArgU] = g_u;
@@ -261,17 +282,20 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     const bool save = at::GradMode::is_enabled() &&
                       (u.requires_grad() || v0.requires_grad() || takes_grad(alpha) || takes_grad(tau) ||
                        takes_grad(i0) || takes_grad(alpha_syn) || takes_grad(tau_syn));
-    variable_list out =
+    const variable_list out =
         MembraneFunction::apply(u, v0, alpha, threshold, subtract, min_v, tau, options, i0, alpha_syn, tau_syn, save);
-    return {out[0], out[1], out[2], out[3], out[4]};
+    // the outputs not computed are undefined tensors (None in Python)
+    const Outputs at(MembraneOptions(options), i0.has_value());
+    auto output = [&](int i) { return i >= 0 ? out[i] : at::Tensor(); };
+    return {output(at.out), output(at.w_rec), output(at.v_final), output(at.out_sum), output(at.i_final)};
   }
 };
 
 }  // namespace exodus
 
 // membrane_autograd in a backend namespace (beside EXODUS_DEFINE_OPS's operators): returns
-// (output, recorded states or empty, final state, output summed over time or empty, final
-// synaptic current or empty), differentiable in u, v0, alpha or tau, i0, alpha_syn or tau_syn.
+// (output, recorded states or None, final state, output summed over time or None, final
+// synaptic current or None), differentiable in u, v0, alpha or tau, i0, alpha_syn or tau_syn.
 // Give alpha in the kernels' form ((1,) or (F',), state dtype) or tau (any shape broadcastable
 // to the neuron shape, the `features` of options); with i0 likewise alpha_syn or tau_syn.
 // options: the constant options in one CPU float64 tensor (MembraneOptions).

@@ -118,13 +118,28 @@ struct Ops {
     TORCH_CHECK_VALUE(!from_tau || Backend::kDecayInKernels, "this backend takes alpha, not tau");
   }
 
+  // The operator membrane_forward: outputs it does not compute are empty tensors.
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_forward(
       const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
       const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
       int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save, bool record, bool sum_out,
       const c10::optional<at::Tensor>& i0, const c10::optional<at::Tensor>& alpha_syn, bool alpha_from_tau,
       bool alpha_syn_from_tau) {
+    return forward_impl(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
+                        norm_input, save, record, sum_out, i0, alpha_syn, alpha_from_tau, alpha_syn_from_tau, true);
+  }
+
+  // placeholders: empty tensors for the outputs not computed (the operators' schemas return
+  // tensors); else undefined ones, for the C++ autograd path, which returns only what it computed
+  // (each allocation costs host time before the launch)
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_impl(
+      const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
+      const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
+      int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save, bool record, bool sum_out,
+      const c10::optional<at::Tensor>& i0, const c10::optional<at::Tensor>& alpha_syn, bool alpha_from_tau,
+      bool alpha_syn_from_tau, bool placeholders) {
     typename Backend::Guard guard(u);
+    auto none = [&](at::ScalarType type) { return placeholders ? no_tensor(u, type) : at::Tensor(); };
     check_from_tau(alpha_from_tau || alpha_syn_from_tau);
     const Shape shape = shape_of(u, "u");
     const DType dtype = dtype_of(u, "u");
@@ -138,12 +153,11 @@ struct Ops {
                            ? at::empty(checkpoint_shape(shape, syn), u.options().dtype(st))
                        : save == static_cast<int64_t>(SaveKind::Trajectory)
                            ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
-                           : no_tensor(u, st);
-    at::Tensor w_rec = record ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
-                              : no_tensor(u, st);
+                           : none(st);
+    at::Tensor w_rec = record ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st)) : none(st);
     at::Tensor v_final = at::empty({shape.batch, shape.features}, u.options().dtype(st));
-    at::Tensor out_sum = sum_out ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : no_tensor(u, st);
-    at::Tensor i_final = syn ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : no_tensor(u, st);
+    at::Tensor out_sum = sum_out ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
+    at::Tensor i_final = syn ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
     std::vector<at::Tensor> keep;
     auto fill = [&](auto zero) {
       using A = decltype(zero);
@@ -172,6 +186,7 @@ struct Ops {
     return {out, saved, w_rec, v_final, out_sum, i_final};
   }
 
+  // The operator membrane_backward: gradients it does not compute are empty tensors.
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_backward(
       const at::Tensor& g_out, const c10::optional<at::Tensor>& g_out_sum, const c10::optional<at::Tensor>& g_wrec,
       const c10::optional<at::Tensor>& g_vfinal,
@@ -181,7 +196,25 @@ struct Ops {
       int64_t surrogate_kind, at::ArrayRef<double> surrogate_params, const c10::optional<at::Tensor>& sigma,
       bool alpha_grad, const c10::optional<at::Tensor>& g_ifinal, const c10::optional<at::Tensor>& i0,
       const c10::optional<at::Tensor>& alpha_syn, bool alpha_syn_grad, bool alpha_from_tau, bool alpha_syn_from_tau) {
+    return backward_impl(g_out, g_out_sum, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v,
+                         reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params,
+                         sigma, alpha_grad, g_ifinal, i0, alpha_syn, alpha_syn_grad, alpha_from_tau,
+                         alpha_syn_from_tau, true);
+  }
+
+  // placeholders: as forward_impl's, for the gradients not computed
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_impl(
+      const at::Tensor& g_out, const c10::optional<at::Tensor>& g_out_sum, const c10::optional<at::Tensor>& g_wrec,
+      const c10::optional<at::Tensor>& g_vfinal,
+      const at::Tensor& ckpt, const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha,
+      const at::Tensor& threshold, const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v,
+      double reset_value, int64_t spike_kind, int64_t max_spikes, int64_t reset_kind, bool norm_input,
+      int64_t surrogate_kind, at::ArrayRef<double> surrogate_params, const c10::optional<at::Tensor>& sigma,
+      bool alpha_grad, const c10::optional<at::Tensor>& g_ifinal, const c10::optional<at::Tensor>& i0,
+      const c10::optional<at::Tensor>& alpha_syn, bool alpha_syn_grad, bool alpha_from_tau, bool alpha_syn_from_tau,
+      bool placeholders) {
     typename Backend::Guard guard(u);
+    auto none = [&](at::ScalarType type) { return placeholders ? no_tensor(u, type) : at::Tensor(); };
     check_from_tau(alpha_from_tau || alpha_syn_from_tau);
     const Shape shape = shape_of(u, "u");
     const DType dtype = dtype_of(u, "u");
@@ -198,10 +231,10 @@ struct Ops {
                       "the fused synaptic stage takes no recorded states' or given surrogate's gradients");
     at::Tensor g_u = at::empty({shape.batch, shape.time, shape.features}, u.options());
     at::Tensor g_v0 = at::empty({shape.batch, shape.features}, u.options().dtype(st));
-    at::Tensor g_alpha = alpha_grad ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : no_tensor(u, st);
-    at::Tensor g_i0 = syn ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : no_tensor(u, st);
+    at::Tensor g_alpha = alpha_grad ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
+    at::Tensor g_i0 = syn ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
     at::Tensor g_alpha_syn = syn && alpha_syn_grad ? at::empty({shape.batch, shape.features}, u.options().dtype(st))
-                                                   : no_tensor(u, st);
+                                                   : none(st);
     std::vector<at::Tensor> keep;
     const std::vector<int64_t> full = {shape.batch, shape.time, shape.features};
     auto fill = [&](auto zero) {

@@ -426,6 +426,44 @@ def test_membrane_autograd_refuses_malformed_options(device):
             op(u, v0, alpha, threshold, subtract, min_v, tau, bad)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("record, sum_out, syn", [(False, False, False), (True, True, False), (False, True, True)])
+def test_membrane_autograd_returns_only_what_it_computes(device, record, sum_out, syn):
+    """The C++ op returns None for the outputs not asked for (it allocates none), and the
+    gradients of those it returns reach u as through ops.membrane's general path."""
+    from exodus_jit.ops import _registry
+
+    torch.manual_seed(0)
+    u = (torch.randn(2, 7, 4, device=device) * 3).requires_grad_()
+    v0, i0 = torch.zeros(2, 4, device=device), torch.zeros(2, 4, device=device)
+    alpha, one = torch.full((1,), 0.8, device=device), torch.ones(1, device=device)
+    op = _registry.membrane_autograd_op(torch.device(device))
+    args = _registry.membrane_autograd_args(alpha, one, one, None, (0.0, 1, 0, 0, False), 1, [0.5, 1.0], record,
+                                            sum_out, None, (4,))
+    out, w_rec, v_final, out_sum, i_final = op(u, v0, *args, *((i0, torch.full((1,), 0.5, device=device), None)
+                                                               if syn else ()))
+    for value, asked in ((w_rec, record), (out_sum, sum_out), (i_final, syn)):
+        assert (value is None) != asked
+    loss = (out * torch.linspace(-1, 1, out.numel(), device=device).reshape(out.shape)).sum() + v_final.sum()
+    for value in (w_rec, out_sum, i_final):
+        loss = loss if value is None else loss + 0.5 * value.sum()
+    (grad,) = torch.autograd.grad(loss, u)
+
+    ops.set_backend("reference")
+    try:
+        ref = ops.membrane(u, v0, alpha, 1.0, record_states=record, sum_output=sum_out,
+                           **({"i_syn": i0, "alpha_syn": 0.5} if syn else {}))
+    finally:
+        ops.set_backend(None)
+    ref_loss = (ref.output * torch.linspace(-1, 1, out.numel(), device=device).reshape(out.shape)).sum()
+    ref_loss = ref_loss + ref.v_final.sum()
+    for value in (ref.v_rec, ref.output_sum, ref.i_final):
+        ref_loss = ref_loss if value is None else ref_loss + 0.5 * value.sum()
+    (ref_grad,) = torch.autograd.grad(ref_loss, u)
+    assert torch.equal(out, ref.output)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_parameters_on_another_device_are_refused():

@@ -126,8 +126,9 @@ def membrane_autograd_op(device: torch.device):
     surrogate's membrane in C++, eager plain tensors only. Call it as
     op(u, v0, *membrane_autograd_args(...)) or, with the fused synaptic stage,
     op(u, v0, *membrane_autograd_args(...), i0, alpha_syn, tau_syn) (one of the last two given);
-    it returns (output, recorded states, final state, output sum, final current), the absent ones
-    empty, differentiable in u, v0, alpha, tau, i0, alpha_syn and tau_syn."""
+    it returns (output, recorded states, final state, output sum, final current), None for those
+    not computed (no allocation for them), differentiable in u, v0, alpha, tau, i0, alpha_syn and
+    tau_syn."""
     return backend_ops(device).membrane_autograd.default
 
 
