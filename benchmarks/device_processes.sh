@@ -18,7 +18,7 @@ for i in $(seq ${PROCESSES:-8}); do
     root=$PWD; [ "$c" = current ] || root=$PWD/.variants/$c
     name=$i; [ "$CHECKOUTS" = current ] || name=$c-$i
     PYTHONPATH=/tmp/site:$root/src python3 $root/benchmarks/bench_layer.py --device cuda --frameworks exodus-jit floor \
-      --layers LIF --sizes ${SIZES:-16x500x512 16x500x16384 16x4000x1024} ${DTYPES:+--dtypes $DTYPES} \
+      --layers ${LAYERS:-LIF} --sizes ${SIZES:-16x500x512 16x500x16384 16x4000x1024} ${DTYPES:+--dtypes $DTYPES} \
       --json /tmp/processes/$name.json > /dev/null 2>&1
   done
 done

@@ -54,8 +54,9 @@ class OpOnly(torch.nn.Module):
         return self.op(x, self.v0, *self.args)[0]
 
 
-def run_case(case: str, iters: int, warmup: int) -> list:
-    """The protocol under the profiler; returns the chrome trace's events."""
+def run_case(case: str, iters: int, warmup: int, timed_only: bool = False):
+    """The protocol under the profiler; returns the chrome trace's events. timed_only: the
+    protocol without the profiler instead; returns the medians of its event times (ms)."""
     framework, kind, size, dtype_name = case.split(":")
     shape = tuple(int(s) for s in size.split("x"))
     dtype = getattr(torch, dtype_name)
@@ -97,6 +98,14 @@ def run_case(case: str, iters: int, warmup: int) -> list:
         timed(forward)
         timed(backward)
     torch.cuda.synchronize()
+    if timed_only:
+        fwd, bwd = [], []
+        for _ in range(iters):
+            x.grad = None
+            fwd.append(timed(forward))
+            bwd.append(timed(backward))
+        return {"forward_ms": statistics.median(fwd), "backward_ms": statistics.median(bwd),
+                "total_ms": statistics.median(f + b for f, b in zip(fwd, bwd))}
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(iters):
             x.grad = None
@@ -189,8 +198,17 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--save", help="folder for the gzipped chrome traces")
+    parser.add_argument("--timed-only", action="store_true",
+                        help="no profiler: the protocol's event times alone (medians), e.g. for the op-only cases")
     args = parser.parse_args()
     report = {}
+    if args.timed_only:
+        for case in args.cases:
+            report[case] = run_case(case, args.iters, args.warmup, timed_only=True)
+            r = report[case]
+            print(f"{case:45s} fwd {r['forward_ms']:.3f}  bwd {r['backward_ms']:.3f}  total {r['total_ms']:.3f} ms")
+        print("JSON " + json.dumps(report))
+        return
     for case in args.cases:
         events = run_case(case, args.iters, args.warmup)
         if args.save:
