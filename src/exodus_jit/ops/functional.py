@@ -349,7 +349,8 @@ class MembraneCall:
         if (self._direct and type(u) is Tensor and type(v0) is Tensor and u.dtype is self.dtype
                 and v0.dtype is self._state_dtype and u.device == self.device and u.shape[2:] == self.features
                 and (i_syn is None) == (self.synapse is None)
-                and (i_syn is None or (type(i_syn) is Tensor and i_syn.dtype is self._state_dtype))
+                and (i_syn is None or (type(i_syn) is Tensor and i_syn.dtype is self._state_dtype
+                                       and i_syn.shape == v0.shape))  # else _run's error names i_syn
                 and _chosen_backend() == "kernels" and not torch.compiler.is_compiling()):
             # the common case (a layer's call): _run's C++ path without its per-call checks, which
             # the op makes itself for the states' shapes and devices
@@ -359,9 +360,7 @@ class MembraneCall:
                 return MembraneOutput(out, v_final, w_rec if self.record_states else None,
                                       out_sum if self.sum_output else None, i_final if synapse else None)
             B, T = u.shape[0], u.shape[1]
-            if v0.shape[0] == B and v0.shape[1:] == self.features and (
-                    i_syn is None or (i_syn.shape[0] == B and i_syn.shape[1:] == self.features)):
-                # else _run's errors name the shape
+            if v0.shape[0] == B and v0.shape[1:] == self.features:  # else _run's error names the shape
                 if synapse:
                     synapse = (i_syn.reshape(B, -1), *self.synapse)
                 out, w_rec, v_final, out_sum, i_final = self._autograd_op(u.reshape(B, T, -1), v0.reshape(B, -1),
