@@ -176,9 +176,10 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     // no placeholder tensors for what is not computed: returned are only the outputs computed
     // (Outputs), so each call allocates and wraps no more than it needs
     auto [out, ckpt, w_rec, v_final, out_sum, i_final] =
-        Ops<Backend>::forward_impl(u, v0, alpha, threshold, subtract, min_v, o.reset_value, o.spike_kind,
-                                   o.max_spikes, o.reset_kind, o.norm_input, save_kind, o.record, o.sum_out, i0,
-                                   alpha_syn, decay.from_tau, decay_syn.from_tau, false);
+        Ops<Backend>::template membrane_forward<false>(u, v0, alpha, threshold, subtract, min_v, o.reset_value,
+                                                       o.spike_kind, o.max_spikes, o.reset_kind, o.norm_input,
+                                                       save_kind, o.record, o.sum_out, i0, alpha_syn, decay.from_tau,
+                                                       decay_syn.from_tau);
     ctx->set_materialize_grads(false);  // unused outputs get undefined gradients, not zeros to read
     if (save) {
       ctx->save_for_backward({ckpt, u, v0, alpha, threshold, subtract, min_v.value_or(at::Tensor()),
@@ -238,13 +239,13 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     const bool alpha_grad = needs(kArgAlpha) || needs(kArgTau);
     const bool alpha_syn_grad = syn && (needs(kArgAlphaSyn) || needs(kArgTauSyn));
     // no placeholder tensors for the gradients not computed
-    auto [g_u, g_v0, g_alpha, g_i0, g_alpha_syn] = Ops<Backend>::backward_impl(
+    auto [g_u, g_v0, g_alpha, g_i0, g_alpha_syn] = Ops<Backend>::template membrane_backward<false>(
         g_out, grad_or_none(grad_of(outputs.out_sum)), grad_or_none(grad_of(outputs.w_rec)),
         grad_or_none(grad_of(outputs.v_final)), saved[kSavedCkpt], u, saved[kSavedV0], alpha,
         saved[kSavedThreshold], saved[kSavedSubtract], saved_or_none(saved[kSavedMinV]), o.reset_value, o.spike_kind,
         o.max_spikes, o.reset_kind, o.norm_input, o.surrogate_kind, o.surrogate_params, c10::nullopt, alpha_grad,
         syn ? grad_or_none(grad_of(outputs.i_final)) : OptTensor(), saved_or_none(saved[kSavedI0]),
-        saved_or_none(alpha_syn), alpha_syn_grad, decay.from_tau, decay_syn.from_tau, false);
+        saved_or_none(alpha_syn), alpha_syn_grad, decay.from_tau, decay_syn.from_tau);
 
     variable_list result(kArgCount);
     if (needs(kArgU)) result[kArgU] = g_u;

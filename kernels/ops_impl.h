@@ -118,28 +118,18 @@ struct Ops {
     TORCH_CHECK_VALUE(!from_tau || Backend::kDecayInKernels, "this backend takes alpha, not tau");
   }
 
-  // The operator membrane_forward: outputs it does not compute are empty tensors.
+  // The operator membrane_forward (Placeholders: outputs it does not compute are empty tensors,
+  // as its schema returns tensors). Without placeholders they are undefined: for the C++ autograd
+  // path, which returns only what it computed (each allocation costs host time before the launch).
+  template <bool Placeholders = true>
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_forward(
       const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
       const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
       int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save, bool record, bool sum_out,
       const c10::optional<at::Tensor>& i0, const c10::optional<at::Tensor>& alpha_syn, bool alpha_from_tau,
       bool alpha_syn_from_tau) {
-    return forward_impl(u, v0, alpha, threshold, subtract, min_v, reset_value, spike_kind, max_spikes, reset_kind,
-                        norm_input, save, record, sum_out, i0, alpha_syn, alpha_from_tau, alpha_syn_from_tau, true);
-  }
-
-  // placeholders: empty tensors for the outputs not computed (the operators' schemas return
-  // tensors); else undefined ones, for the C++ autograd path, which returns only what it computed
-  // (each allocation costs host time before the launch)
-  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward_impl(
-      const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
-      const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
-      int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save, bool record, bool sum_out,
-      const c10::optional<at::Tensor>& i0, const c10::optional<at::Tensor>& alpha_syn, bool alpha_from_tau,
-      bool alpha_syn_from_tau, bool placeholders) {
     typename Backend::Guard guard(u);
-    auto none = [&](at::ScalarType type) { return placeholders ? no_tensor(u, type) : at::Tensor(); };
+    auto none = [&](at::ScalarType type) { return Placeholders ? no_tensor(u, type) : at::Tensor(); };
     check_from_tau(alpha_from_tau || alpha_syn_from_tau);
     const Shape shape = shape_of(u, "u");
     const DType dtype = dtype_of(u, "u");
@@ -186,7 +176,9 @@ struct Ops {
     return {out, saved, w_rec, v_final, out_sum, i_final};
   }
 
-  // The operator membrane_backward: gradients it does not compute are empty tensors.
+  // The operator membrane_backward; Placeholders: as membrane_forward's, for the gradients it
+  // does not compute.
+  template <bool Placeholders = true>
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_backward(
       const at::Tensor& g_out, const c10::optional<at::Tensor>& g_out_sum, const c10::optional<at::Tensor>& g_wrec,
       const c10::optional<at::Tensor>& g_vfinal,
@@ -196,25 +188,8 @@ struct Ops {
       int64_t surrogate_kind, at::ArrayRef<double> surrogate_params, const c10::optional<at::Tensor>& sigma,
       bool alpha_grad, const c10::optional<at::Tensor>& g_ifinal, const c10::optional<at::Tensor>& i0,
       const c10::optional<at::Tensor>& alpha_syn, bool alpha_syn_grad, bool alpha_from_tau, bool alpha_syn_from_tau) {
-    return backward_impl(g_out, g_out_sum, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v,
-                         reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params,
-                         sigma, alpha_grad, g_ifinal, i0, alpha_syn, alpha_syn_grad, alpha_from_tau,
-                         alpha_syn_from_tau, true);
-  }
-
-  // placeholders: as forward_impl's, for the gradients not computed
-  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_impl(
-      const at::Tensor& g_out, const c10::optional<at::Tensor>& g_out_sum, const c10::optional<at::Tensor>& g_wrec,
-      const c10::optional<at::Tensor>& g_vfinal,
-      const at::Tensor& ckpt, const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha,
-      const at::Tensor& threshold, const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v,
-      double reset_value, int64_t spike_kind, int64_t max_spikes, int64_t reset_kind, bool norm_input,
-      int64_t surrogate_kind, at::ArrayRef<double> surrogate_params, const c10::optional<at::Tensor>& sigma,
-      bool alpha_grad, const c10::optional<at::Tensor>& g_ifinal, const c10::optional<at::Tensor>& i0,
-      const c10::optional<at::Tensor>& alpha_syn, bool alpha_syn_grad, bool alpha_from_tau, bool alpha_syn_from_tau,
-      bool placeholders) {
     typename Backend::Guard guard(u);
-    auto none = [&](at::ScalarType type) { return placeholders ? no_tensor(u, type) : at::Tensor(); };
+    auto none = [&](at::ScalarType type) { return Placeholders ? no_tensor(u, type) : at::Tensor(); };
     check_from_tau(alpha_from_tau || alpha_syn_from_tau);
     const Shape shape = shape_of(u, "u");
     const DType dtype = dtype_of(u, "u");
@@ -339,7 +314,7 @@ struct Ops {
           "int save, bool record, bool sum_out, Tensor? i0=None, Tensor? alpha_syn=None, "                     \
           "bool alpha_from_tau=False, bool alpha_syn_from_tau=False) "                                          \
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",                                                \
-          &exodus::Ops<BACKEND>::membrane_forward);                                                             \
+          &exodus::Ops<BACKEND>::membrane_forward<true>);                                                             \
     m.def("membrane_backward(Tensor g_out, Tensor? g_out_sum, Tensor? g_wrec, Tensor? g_vfinal, Tensor ckpt, "     \
           "Tensor u, Tensor v0, "                                                                              \
           "Tensor alpha, Tensor threshold, Tensor subtract, Tensor? min_v, float reset_value, int spike_kind, " \
@@ -347,7 +322,7 @@ struct Ops {
           "Tensor? sigma, bool alpha_grad, Tensor? g_ifinal=None, Tensor? i0=None, Tensor? alpha_syn=None, "   \
           "bool alpha_syn_grad=False, bool alpha_from_tau=False, bool alpha_syn_from_tau=False) "              \
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",                                                        \
-          &exodus::Ops<BACKEND>::membrane_backward);                                                            \
+          &exodus::Ops<BACKEND>::membrane_backward<true>);                                                            \
     m.def("synaptic_forward(Tensor x, Tensor i0, Tensor alpha) -> (Tensor, Tensor)",                            \
           &exodus::Ops<BACKEND>::synaptic_forward);                                                             \
     m.def("synaptic_backward(Tensor g_i, Tensor? g_final, Tensor i_all, Tensor x, Tensor i0, Tensor alpha, "    \
