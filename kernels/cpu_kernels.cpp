@@ -224,19 +224,22 @@ inline float exp_vectorisable(float x) {
 inline double exp_vectorisable(double x) { return std::exp(x); }
 
 // The surrogates the layers use by default, with each neuron's constants computed once per block
-// (surrogate_constants, as the CUDA kernels take them, so the same values) rather than once per step.
+// (the same expressions as surrogate_grads, so the same values) rather than once per step.
 template <typename A>
 struct SurrogateColumns {
   const SurrogateParams<A>& s;
   const A* theta;
   std::vector<A> c0, c1;  // SingleExponential: scale, 1 / width; Heaviside: the edge, 1 / theta
   SurrogateColumns(const SurrogateParams<A>& params, const CellColumns<A>& cols) : s(params), theta(cols.theta.data()) {
-    if (s.kind != SurrogateKind::SingleExponential && s.kind != SurrogateKind::Heaviside) return;
     for (const A th : cols.theta) {
-      A c0_j, c1_j;
-      surrogate_constants(s, th, c0_j, c1_j);
-      c0.push_back(c0_j);
-      c1.push_back(c1_j);
+      if (s.kind == SurrogateKind::SingleExponential) {  // grad_scale / width * exp(-|v - theta| / width)
+        const A width = th * s.p[0];
+        c0.push_back(s.p[1] / width);
+        c1.push_back(A(1) / width);
+      } else if (s.kind == SurrogateKind::Heaviside) {
+        c0.push_back(th - s.p[0]);
+        c1.push_back(A(1) / th);
+      }
     }
   }
   // sigma of `count` membranes v[j], in place; other surrogates per value.

@@ -307,14 +307,8 @@ __host__ __device__ constexpr int checkpoint_slots() { return Syn ? 2 : 1; }
 constexpr int kBackwardDataSlots = 2 * K;
 template <typename T>
 __host__ __device__ constexpr int d_alpha_slots() { return sizeof(T) == 4 ? 0 : K; }
-// ... and, with 2-byte data, the neuron's two surrogate constants (surrogate_constants): computed
-// once and kept in shared memory, where the issue-bound 2-byte backward saves the two divisions
-// per K steps of recomputing them (in registers across the walk they made ptxas spill; for
-// float32 the shared copy made two instances spill, so float32 recomputes them per segment)
-template <typename T>
-__host__ __device__ constexpr int surrogate_slots() { return sizeof(T) == 2 ? 2 : 0; }
 template <typename T, bool Syn>
-__host__ __device__ constexpr int scratch_slots() { return d_alpha_slots<T>() + (Syn ? K : 0) + surrogate_slots<T>(); }
+__host__ __device__ constexpr int scratch_slots() { return d_alpha_slots<T>() + (Syn ? K : 0); }
 
 template <typename T, bool Syn>
 __host__ __device__ constexpr int backward_float_words(int stages) {
@@ -335,9 +329,6 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   const Ring<float, checkpoint_slots<Syn>()> checkpoints(floats);
   float* scratch = floats + stages * checkpoint_slots<Syn>() * kBlock + threadIdx.x;
   float* pre_syn = scratch + d_alpha_slots<T>() * kBlock;  // Syn: i_{t-1} + x_t of step k at k * kBlock
-  float* const surrogate_c = scratch + (d_alpha_slots<T>() + (Syn ? K : 0)) * kBlock;  // 2-byte: c0, c1 at kBlock
-  if constexpr (C::kSpiking && surrogate_slots<T>() > 0)
-    surrogate_constants(a.surrogate, cell.theta, surrogate_c[0], surrogate_c[kBlock]);
   using Data = Ring<T, kBackwardDataSlots>;
   const Data ring(reinterpret_cast<T*>(floats + backward_float_words<T, Syn>(stages)));
   // this thread's input and output gradient; with Wide, where its copies start
@@ -422,13 +413,7 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
         const T* own = Wide ? u - WideCopy<T>::lead_here(su) : u;  // this thread's own input
         return static_cast<float>(own[(seg * K + k) * su]);
       });
-    if constexpr (C::kSpiking && surrogate_slots<T>() > 0) {
-      surrogate_grads<K>(v, cell.theta, a.surrogate, surrogate_c[0], surrogate_c[kBlock]);
-    } else if constexpr (C::kSpiking) {
-      float c0, c1;
-      surrogate_constants(a.surrogate, cell.theta, c0, c1);
-      surrogate_grads<K>(v, cell.theta, a.surrogate, c0, c1);
-    }
+    if constexpr (C::kSpiking) surrogate_grads<K>(v, cell.theta, a.surrogate);
     [[maybe_unused]] T* gu = g_u + seg * K * F;
     EXODUS_UNROLL
     for (int k = K - 1; k >= 0; --k) {

@@ -88,40 +88,28 @@ struct Cell {
   }
 };
 
-// A neuron's surrogate constants, its divisions done once: SingleExponential: c0 = grad_scale /
-// width, c1 = 1 / width (width = theta * grad_width); Heaviside: c0 = theta - window, c1 = 1 /
-// theta; the other kinds take none.
-template <typename A>
-EXODUS_HD void surrogate_constants(const SurrogateParams<A>& s, A theta, A& c0, A& c1) {
-  c0 = A(0);
-  c1 = A(0);
-  if (s.kind == SurrogateKind::SingleExponential) {
-    const A width = theta * s.p[0];
-    c0 = s.p[1] / width;
-    c1 = A(1) / width;
-  } else if (s.kind == SurrogateKind::Heaviside) {
-    c0 = theta - s.p[0];
-    c1 = A(1) / theta;
-  }
-}
-
-// The surrogate of K membrane values at once, in place (v[k] -> sigma_k), given the neuron's
-// surrogate_constants: the kind is switched on once per K steps. The same expressions as
-// surrogate_grad, so the same values.
+// The surrogate of K membrane values at once, in place (v[k] -> sigma_k): the kind is switched
+// on once per K steps and per-neuron constants are hoisted out of the loop.
 template <int K, typename A>
-EXODUS_HD void surrogate_grads(A (&v)[K], A theta, const SurrogateParams<A>& s, A c0, A c1) {
+EXODUS_HD void surrogate_grads(A (&v)[K], A theta, const SurrogateParams<A>& s) {
   switch (s.kind) {
-    case SurrogateKind::SingleExponential:  // grad_scale / width * exp(-|v - theta| / width)
+    case SurrogateKind::SingleExponential: {  // grad_scale / width * exp(-|v - theta| / width)
+      const A width = theta * s.p[0];
+      const A scale = s.p[1] / width, inv_width = A(1) / width;
       EXODUS_UNROLL
-      for (int k = 0; k < K; ++k) v[k] = c0 * exp_(-fabs_(v[k] - theta) * c1);
+      for (int k = 0; k < K; ++k) v[k] = scale * exp_(-fabs_(v[k] - theta) * inv_width);
       break;
-    case SurrogateKind::Heaviside:
+    }
+    case SurrogateKind::Heaviside: {
+      const A edge = theta - s.p[0], inv_theta = A(1) / theta;
       EXODUS_UNROLL
-      for (int k = 0; k < K; ++k) v[k] = A(v[k] >= c0) * c1;
+      for (int k = 0; k < K; ++k) v[k] = A(v[k] >= edge) * inv_theta;
       break;
-    default:
+    }
+    default: {
       EXODUS_UNROLL
       for (int k = 0; k < K; ++k) v[k] = surrogate_grad(v[k], theta, s);
+    }
   }
 }
 
