@@ -46,9 +46,9 @@ struct Reciprocal {
 // - masked_count: sinabs' expression with the fast quotient, which is IEEE's for |v| in
 //   [2^-60, 2^61) and for +0; flags every other v (a six-instruction range test per step).
 // The forward takes count (fewer instructions: faster at every size, kernel A/B in
-// benchmarks/NOTES.md, version 30); the backward's recomputation count for 2-byte data (its
-// kernels are issue-bound) and masked_count for float32, where count's longer chain slowed the
-// latency-bound sizes.
+// benchmarks/NOTES.md, version 30); the backward's recomputation takes count for 2-byte data
+// (its kernels are issue-bound) and masked_count for float32, where count's longer chain slowed
+// the latency-bound sizes.
 struct ReciprocalDivision {
   float y;
   bool* unsafe;
