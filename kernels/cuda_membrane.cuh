@@ -425,12 +425,12 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
         const float j = synapse_grad(g_in, syn_carry, alpha_syn);
         if constexpr (Wide) *ring.at(stage, K + k) = static_cast<T>(syn_carry);
         else gu[k * F] = static_cast<T>(syn_carry);
-        if (alpha_syn_grad) g_alpha_syn += j * pre_syn[k * kBlock];
+        if (alpha_syn_grad) g_alpha_syn = mul_add(j, pre_syn[k * kBlock], g_alpha_syn);
       } else {
         if constexpr (Wide) *ring.at(stage, K + k) = static_cast<T>(g_in);
         else gu[k * F] = static_cast<T>(g_in);
       }
-      if (alpha_grad) g_alpha += gv * *d_alpha(stage, k);
+      if (alpha_grad) g_alpha = mul_add(gv, *d_alpha(stage, k), g_alpha);
       carry = cell.alpha * gv;
     }
     if constexpr (Wide) {  // the segment's input gradients, from the ring

@@ -29,6 +29,38 @@ EXODUS_HD double exp_(double x) { return exp(x); }
 EXODUS_HD float sqrt_(float x) { return sqrtf(x); }
 EXODUS_HD double sqrt_(double x) { return sqrt(x); }
 
+// 2^x for the surrogate in the fast CUDA backward: one MUFU.EX2 (~2 ulp; results below 2^-126
+// flush to +0) instead of expf's range reduction, eleven instructions per step in an
+// issue-bound kernel. Gradients match BPTT to float32 rounding, not to its bits.
+EXODUS_HD float exp2_approx(float x) {
+#ifdef __CUDA_ARCH__
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#else
+  return exp2f(x);
+#endif
+}
+EXODUS_HD double exp2_approx(double x) { return exp2(x); }
+
+// a * b + c: fused (one rounding) on the device, where the reverse walk's gradients need BPTT's
+// values to float32 rounding, not its bits; two operations on the host, whose loops are compiled
+// without contraction (fmaf is a library call there without FMA code generation).
+EXODUS_HD float mul_add(float a, float b, float c) {
+#ifdef __CUDA_ARCH__
+  return __fmaf_rn(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+EXODUS_HD double mul_add(double a, double b, double c) {
+#ifdef __CUDA_ARCH__
+  return __fma_rn(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
 // sinabs' spike count (v > 0) * trunc(v / theta) with IEEE division (the fast CUDA kernels pass
 // a cheaper division with the same results, cuda_division.cuh).
 struct IeeeDivision {
