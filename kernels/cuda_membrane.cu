@@ -31,19 +31,19 @@ bool data_ok(DType dtype, const View3& v, int64_t features) {
 }  // namespace
 }  // namespace fast
 
-// The fast kernels step K rows of any tensor with int offsets, and the forward counts steps in
+// The fast kernels step kChunk rows of any tensor with int offsets, and the forward counts steps in
 // ints; the backward (int64 steps) takes the same limit on T, so a call's two directions always
 // run the same family of kernels.
 bool fast_path(const MembraneForwardArgs<float>& a) {
   return without_extras(a) && fast::data_ok(a.dtype, a.u, a.shape.features) && fast::fits_int(a.shape.time) &&
-         fast::fits_int(a.shape.features * fast::K) && fast::fits_int(a.u.st * fast::K);
+         fast::fits_int(a.shape.features * fast::kChunk) && fast::fits_int(a.u.st * fast::kChunk);
 }
 
 bool fast_path(const MembraneBackwardArgs<float>& a) {
   return without_extras(a) && fast::data_ok(a.dtype, a.u, a.shape.features) &&
          fast::data_ok(a.dtype, a.g_out, a.shape.features) && fast::fits_int(a.shape.time) &&
-         fast::fits_int(a.shape.features * fast::K) && fast::fits_int(a.u.st * fast::K) &&
-         fast::fits_int(a.g_out.st * fast::K);
+         fast::fits_int(a.shape.features * fast::kChunk) && fast::fits_int(a.u.st * fast::kChunk) &&
+         fast::fits_int(a.g_out.st * fast::kChunk);
 }
 
 namespace {

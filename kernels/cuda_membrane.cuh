@@ -6,7 +6,8 @@
 // One thread per neuron, as there. What differs:
 // - options are compile-time (Cell, neuron_cell.h): no per-step branches on them;
 // - the loads of upcoming time steps go through a ring in shared memory filled by cp.async,
-//   `stages` chunks of kCheckpointSteps steps deep. Loads stay in flight without holding
+//   `stages` chunks deep (a chunk: two checkpoint segments of kCheckpointSteps steps in the
+//   forward, one in the backward). Loads stay in flight without holding
 //   registers, so occupancy stays high on large layers and the ring can be deep on small ones
 //   (few threads per multiprocessor, each needing many loads in flight). Where every row of a
 //   warp's data is 16-byte aligned (features a multiple of 32, contiguous: the common case; the
@@ -39,6 +40,8 @@ namespace exodus {
 namespace fast {
 
 constexpr int K = kCheckpointSteps;
+constexpr int kChunk = 2 * K;   // forward steps per ring stage: two checkpoint segments, so the
+                                // per-chunk work (copies, waits, stores) is spread over 16 steps
 constexpr int kBlock = 64;      // threads per block: small blocks spread small layers over all SMs
 constexpr int kMaxStages = 8;
 
@@ -188,14 +191,15 @@ struct Ring {
   }
 };
 
-// Blocks per multiprocessor the register caps allow (launch bounds): forward 24 (40 registers),
-// backward 16 (64). The synaptic stage needs a few more registers, as do the Wide instances'
-// 16-byte stores, and the backward with clipping (min_v) or 2-byte data (its cooperative copies),
-// or ptxas spills: at 64 registers 4-16 bytes per thread with clipping, 16-20 with bfloat16, on
-// the reverse walk's path; 12 in the Wide forward at 40. (20 blocks allow 48 registers, 21 only
-// 40: ptxas keeps a few back and rounds down to a multiple of 8.)
+// Blocks per multiprocessor the register caps allow (launch bounds): forward 20 (48 registers;
+// its 16-step chunks spilled 12-36 bytes in the loop at 40), 18 (56) with the synaptic stage and
+// 16-byte copies; backward 16 (64). The backward with the synaptic stage, clipping (min_v),
+// 2-byte data (its cooperative copies) or 16-byte stores needs a few more registers, or ptxas
+// spills: at 64 registers 4-16 bytes per thread with clipping, 16-20 with bfloat16, on the
+// reverse walk's path. (20 blocks allow 48 registers, 21 only 40: ptxas keeps a few back and
+// rounds down to a multiple of 8.)
 template <bool Syn, bool Wide>
-constexpr int forward_blocks_per_sm() { return Syn || Wide ? 20 : 24; }
+constexpr int forward_blocks_per_sm() { return Syn && Wide ? 18 : 20; }
 template <bool Syn, bool Clip, typename T, bool Wide>
 constexpr int backward_blocks_per_sm() { return Syn ? 12 : Clip || sizeof(T) == 2 || Wide ? 14 : 16; }
 
@@ -204,35 +208,48 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
   if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data or Wide (F % 32 == 0)
-  // steps fit an int (fast_path), and K steps of any row an int offset
-  const int steps = static_cast<int>(a.shape.time), chunks = (steps + K - 1) / K;
-  const int last_len = steps - (chunks - 1) * K;  // steps of the last chunk, 1 .. K
+  // steps fit an int (fast_path), and kChunk steps of any row an int offset
+  const int steps = static_cast<int>(a.shape.time), chunks = (steps + kChunk - 1) / kChunk;
+  const int last_len = steps - (chunks - 1) * kChunk;  // steps of the last chunk, 1 .. kChunk
   const int F = static_cast<int>(a.shape.features), su = static_cast<int>(a.u.st);
   const int64_t b = n / F, f = n % F;
   const C cell(a.p, f);
   const Reciprocal theta_reciprocal(cell.theta);
-  using Data = Ring<T, K>;
+  using Data = Ring<T, kChunk>;
   const Data ring(reinterpret_cast<T*>(shared));
   // this thread's input; with Wide, where its copies start
   const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f) + (Wide ? WideCopy<T>::lead(su) : 0);
   // this thread's output; with Wide, where its stores start: outputs go through the ring (each
   // thread's over its input once read), and the lanes store 16 bytes each, as they copied
   T* out = static_cast<T*>(a.out) + b * steps * F + f + (Wide ? WideCopy<T>::lead(F) : 0);
-  float* ckpt = a.ckpt ? a.ckpt + b * chunks * F + f : nullptr;
-  float* syn_ckpt = Syn && a.ckpt ? a.syn.ckpt + b * chunks * F + f : nullptr;
+  const int segments = (steps + K - 1) / K;  // checkpoints per row
+  float* ckpt = a.ckpt ? a.ckpt + b * segments * F + f : nullptr;
+  float* syn_ckpt = Syn && a.ckpt ? a.syn.ckpt + b * segments * F + f : nullptr;
   const float alpha_syn = Syn ? a.syn.alpha.at(f) : 0.f;
   float i = Syn ? a.syn.i0[n] : 0.f;
   // the membrane's input of a step: the data, or the synaptic current it drives
   auto input = [&](float x) { return Syn ? synapse_step(i, x, alpha_syn) : x; };
+  // the state before step k of the chunk, when k starts a checkpoint segment
+  auto checkpoint = [&](int k, float w) {
+    if (ckpt) {
+      ckpt[k / K * F] = w;
+      if constexpr (Syn) syn_ckpt[k / K * F] = i;
+    }
+  };
 
   // Pointers walk the chunks and counters are ints: per chunk a few adds, no 64-bit products.
   const T* next = u;  // the first step of the next chunk to copy in
   int to_copy = chunks;
-  auto issue = [&](int stage) {  // the next chunk's inputs into a ring stage
+  auto issue = [&](int stage) {  // the next chunk's inputs into a ring stage, K steps per fill
     if (to_copy > 0) {
-      if (to_copy > 1 || last_len == K) ring.template fill<true, Wide>(stage, 0, next, su, K);
-      else ring.template fill<false, Wide>(stage, 0, next, su, last_len);
-      next += K * su;
+      if (to_copy > 1 || last_len == kChunk) {
+        ring.template fill<true, Wide>(stage, 0, next, su, K);
+        ring.template fill<true, Wide>(stage, K, next + K * su, su, K);
+      } else {
+        ring.template fill<false, Wide>(stage, 0, next, su, last_len);
+        if (last_len > K) ring.template fill<false, Wide>(stage, K, next + K * su, su, last_len - K);
+      }
+      next += kChunk * su;
       --to_copy;
     }
     commit_copies();  // an empty group for chunks past the end keeps the counting uniform
@@ -241,27 +258,21 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
 
   float w = a.v0[n], out_sum = 0.f;
   int stage = 0, load_stage = stages - 1;
-  for (int c = 0; c < chunks; ++c, out += K * F) {
+  for (int c = 0; c < chunks; ++c, out += kChunk * F) {
     issue(load_stage);
     load_stage = next_stage(load_stage, stages);
     wait_copies(stages - 1);
     Data::template sync<Wide>();
-    if (ckpt) {
-      *ckpt = w;
-      ckpt += F;
-      if constexpr (Syn) {
-        *syn_ckpt = i;
-        syn_ckpt += F;
-      }
-    }
-    const bool whole = c + 1 < chunks || last_len == K;
-    const int len = whole ? K : last_len;
-    // the chunk's steps (all K when kWhole, as straight-line code), dividing with div, the
-    // input of step k from load(k)
+    checkpoint(0, w);
+    const bool whole = c + 1 < chunks || last_len == kChunk;
+    const int len = whole ? kChunk : last_len;
+    // the chunk's steps (all kChunk when kWhole, as straight-line code), dividing with div, the
+    // input of step k from load(k); the second segment's checkpoint on the way
     auto run = [&](auto kWhole, const auto& div, const auto& load) {
       EXODUS_UNROLL
-      for (int k = 0; k < K; ++k) {
+      for (int k = 0; k < kChunk; ++k) {
         if (!decltype(kWhole)::value && k >= len) break;
+        if (k == K) checkpoint(K, w);
         const float y = cell.step(w, input(load(k)), div);
         if constexpr (Wide) *ring.at(stage, k) = static_cast<T>(y);
         else out[k * F] = static_cast<T>(y);
@@ -279,7 +290,7 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
       out_sum = sum_start;
       if constexpr (Syn) i = i_start;
       if constexpr (Wide) {  // the ring holds outputs by now: the inputs from global memory
-        const T* own = u - WideCopy<T>::lead_here(su) + static_cast<int64_t>(c) * K * su;
+        const T* own = u - WideCopy<T>::lead_here(su) + static_cast<int64_t>(c) * kChunk * su;
         run(std::false_type{}, IeeeDivision{}, [&](int k) { return static_cast<float>(own[k * su]); });
       } else {
         run(std::false_type{}, IeeeDivision{}, from_ring);
@@ -287,9 +298,18 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
     }
     Data::template sync<Wide>();
     if constexpr (Wide) {  // the chunk's outputs, from the ring
-      if (whole) ring.template drain<true>(stage, 0, out, F, K);
-      else ring.template drain<false>(stage, 0, out, F, len);
+      if (whole) {
+        ring.template drain<true>(stage, 0, out, F, K);
+        ring.template drain<true>(stage, K, out + K * F, F, K);
+      } else {
+        ring.template drain<false>(stage, 0, out, F, len);
+        if (len > K) ring.template drain<false>(stage, K, out + K * F, F, len - K);
+      }
       Data::template sync<Wide>();
+    }
+    if (ckpt) {
+      ckpt += 2 * F;
+      if constexpr (Syn) syn_ckpt += 2 * F;
     }
     stage = next_stage(stage, stages);
   }
@@ -535,7 +555,7 @@ cudaError_t launch_forward(const MembraneForwardArgs<float>& a, cudaStream_t str
   with_cell_type(a.p, [&](auto* cell) {
     using C = std::remove_pointer_t<decltype(cell)>;
     static DeviceLimits cache[kMaxDevices];
-    const int64_t stage_bytes = int64_t{kBlock} * K * sizeof(T);
+    const int64_t stage_bytes = int64_t{kBlock} * kChunk * sizeof(T);
     error = launch_ring_kernel(membrane_forward_fast<C, T, Syn, Wide>, cache, a, stage_bytes, 0, stream);
   });
   return error;
