@@ -187,6 +187,11 @@ def test_changes_between_calls_show_in_the_next_call(device, tau_syn):
     for name, change in CHANGES.items():
         if tau_syn is None and "tau_syn" in name:
             continue
+        if name == "optimizer step":  # the same step for both: our gradients are BPTT's to
+            # float32 rounding, not to the bit, and an ulp in a parameter shows in float64 below
+            ours = dict(e.named_parameters())
+            for key, p in s.named_parameters():
+                ours[key].grad = None if p.grad is None else p.grad.clone()
         for layer in (s, e):
             change(layer)
             layer.reset_states()
