@@ -318,14 +318,13 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
   if constexpr (Syn) a.syn.i_final[n] = i;
 }
 
-// Shared memory of a backward block: per stage (a chunk: two segments) the segments'
-// checkpoints (float: the membrane's in slots 0 and 1, the current's in 2 and 3 with Syn) ...
+// Shared memory of a backward block: per stage the segment's checkpoints (float: the membrane's,
+// and the current's with Syn) ...
 template <bool Syn>
-__host__ __device__ constexpr int checkpoint_slots() { return Syn ? 4 : 2; }
-// ... and its inputs and output gradients (T). Scratch, K steps each (one segment at a time):
-// for 2-byte data dv/dalpha (with 4-byte data it replaces the input in the ring), with Syn
-// i_{t-1} + x_t.
-constexpr int kBackwardDataSlots = 2 * kChunk;
+__host__ __device__ constexpr int checkpoint_slots() { return Syn ? 2 : 1; }
+// ... and its inputs and output gradients (T). Scratch, K steps each: for 2-byte data dv/dalpha
+// (with 4-byte data it replaces the input in the ring), with Syn i_{t-1} + x_t.
+constexpr int kBackwardDataSlots = 2 * K;
 template <typename T>
 __host__ __device__ constexpr int d_alpha_slots() { return sizeof(T) == 4 ? 0 : K; }
 template <typename T, bool Syn>
@@ -341,8 +340,7 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
   if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data or Wide (F % 32 == 0)
-  // steps fit an int (fast_path); offsets that multiply by a stride are 64-bit
-  const int steps = static_cast<int>(a.shape.time), segments = (steps + K - 1) / K;
+  const int64_t steps = a.shape.time, segments = (steps + K - 1) / K;
   const int F = static_cast<int>(a.shape.features), su = static_cast<int>(a.u.st), sg = static_cast<int>(a.g_out.st);
   const int64_t b = n / F, f = n % F;
   const C cell(a.p, f);
@@ -367,39 +365,26 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   T* g_u = static_cast<T*>(a.g_u) + b * steps * F + f + (Wide ? WideCopy<T>::lead(F) : 0);
   const bool alpha_grad = a.g_alpha != nullptr, norm_input = a.p.norm_input;
 
-  // chunk c: segments 2c and 2c + 1 (if any), steps c kChunk .. c kChunk + len - 1
-  auto issue = [&](int c, int stage) {
-    if (c >= 0) {
-      const int64_t first = static_cast<int64_t>(c) * kChunk;
-      const T* x = u + first * su;
-      const T* g = g_out + first * sg;
-      const int left = steps - c * kChunk;
-      if (left >= kChunk) {
+  auto issue = [&](int64_t seg, int stage) {
+    if (seg >= 0) {
+      const T* x = u + seg * K * su;
+      const T* g = g_out + seg * K * sg;
+      if (steps - seg * K >= K) {
         ring.template fill<true, Wide>(stage, 0, x, su, K);
-        ring.template fill<true, Wide>(stage, K, x + K * su, su, K);
-        ring.template fill<true, Wide>(stage, kChunk, g, sg, K);
-        ring.template fill<true, Wide>(stage, kChunk + K, g + K * sg, sg, K);
+        ring.template fill<true, Wide>(stage, K, g, sg, K);
       } else {
-        const int len = left;
+        const int len = static_cast<int>(steps - seg * K);
         ring.template fill<false, Wide>(stage, 0, x, su, len);
-        ring.template fill<false, Wide>(stage, kChunk, g, sg, len);
-        if (len > K) {
-          ring.template fill<false, Wide>(stage, K, x + K * su, su, len - K);
-          ring.template fill<false, Wide>(stage, kChunk + K, g + K * sg, sg, len - K);
-        }
+        ring.template fill<false, Wide>(stage, K, g, sg, len);
       }
-      const int pair = left > K ? 2 : 1;  // checkpoints of the chunk's segments
-      for (int j = 0; j < pair; ++j) {
-        const int64_t at = static_cast<int64_t>(2 * c + j) * F;
-        checkpoints.template fill<false, false>(stage, j, ckpt + at, 0, 1);
-        if constexpr (Syn) checkpoints.template fill<false, false>(stage, 2 + j, syn_ckpt + at, 0, 1);
-      }
+      checkpoints.template fill<false, false>(stage, 0, ckpt + seg * F, 0, 1);
+      if constexpr (Syn) checkpoints.template fill<false, false>(stage, 1, syn_ckpt + seg * F, 0, 1);
     }
     commit_copies();
   };
-  // where dv_t/dalpha of step k of a segment (its inputs at slot `at`) waits for the reverse walk
-  auto d_alpha = [&](int stage, int at, int k) -> float* {
-    if constexpr (sizeof(T) == 4) return reinterpret_cast<float*>(ring.at(stage, at + k));
+  // where dv_t/dalpha of step k waits for the reverse walk
+  auto d_alpha = [&](int stage, int k) -> float* {
+    if constexpr (sizeof(T) == 4) return reinterpret_cast<float*>(ring.at(stage, k));
     else return scratch + k * kBlock;
   };
 
@@ -409,18 +394,16 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   // One segment: recompute its membrane from the checkpoint, then walk it backwards. What the
   // walk needs besides the membrane stays out of registers: dv_t/dalpha replaces x_t in the ring
   // and the gates are bits.
-  // j: the segment's place in its chunk (its inputs at ring slot j K, gradients at kChunk + j K)
-  auto segment = [&](int seg, int stage, int j, auto partial) {
+  auto segment = [&](int64_t seg, int stage, auto partial) {
     constexpr bool kPartial = decltype(partial)::value;
-    const int len = kPartial ? steps - seg * K : K;
-    const int x_at = j * K, g_at = kChunk + j * K;
+    const int len = kPartial ? static_cast<int>(steps - seg * K) : K;
     float v[K];
     unsigned gates = 0;
     // with div; x_t from load(k): the ring, or global memory for the rerun (dv/dalpha has
     // replaced the ring's inputs by then)
     auto recompute = [&](const auto& div, const auto& load) {
-      float w = *checkpoints.at(stage, j);
-      [[maybe_unused]] float i = Syn ? *checkpoints.at(stage, 2 + j) : 0.f;  // the current, with Syn
+      float w = *checkpoints.at(stage, 0);
+      [[maybe_unused]] float i = Syn ? *checkpoints.at(stage, 1) : 0.f;  // the current, with Syn
       gates = 0;
       EXODUS_UNROLL
       for (int k = 0; k < K; ++k) {
@@ -437,58 +420,54 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
         float gate = 1.f;
         cell.recompute(w, x, v[k], gate, div);
         if (C::kGated && gate != 0.f) gates |= 1u << k;
-        if (alpha_grad) *d_alpha(stage, x_at, k) = norm_input ? w_prev - x : w_prev;  // dv_t/dalpha
+        if (alpha_grad) *d_alpha(stage, k) = norm_input ? w_prev - x : w_prev;  // dv_t/dalpha
       }
     };
     bool unsafe = C::kDivides && !theta_reciprocal.theta_ok;
     // the spike count's form (cuda_division.cuh): per kernel A/B
     using Division = std::conditional_t<sizeof(T) == 2, ReciprocalDivision, MaskedReciprocalDivision>;
     recompute(Division{theta_reciprocal.y, &unsafe},
-              [&](int k) { return static_cast<float>(*ring.at(stage, x_at + k)); });
+              [&](int k) { return static_cast<float>(*ring.at(stage, k)); });
     if (C::kDivides && unsafe)  // rare: the segment again with IEEE division
       recompute(IeeeDivision{}, [&](int k) {
         const T* own = Wide ? u - WideCopy<T>::lead_here(su) : u;  // this thread's own input
-        return static_cast<float>(own[(static_cast<int64_t>(seg) * K + k) * su]);
+        return static_cast<float>(own[(seg * K + k) * su]);
       });
     if constexpr (C::kSpiking) surrogate_grads<K>(v, cell.theta, a.surrogate);
-    [[maybe_unused]] T* gu = g_u + static_cast<int64_t>(seg) * K * F;
+    [[maybe_unused]] T* gu = g_u + seg * K * F;
     EXODUS_UNROLL
     for (int k = K - 1; k >= 0; --k) {
       if (kPartial && k >= len) continue;
       const float gate = C::kGated ? ((gates >> k) & 1u ? 1.f : 0.f) : 1.f;
-      const float gv = cell.grad_v(v[k], static_cast<float>(*ring.at(stage, g_at + k)) + g_shift, carry, gate);
+      const float gv = cell.grad_v(v[k], static_cast<float>(*ring.at(stage, K + k)) + g_shift, carry, gate);
       const float g_in = cell.in_scale * gv;
       if constexpr (Syn) {
         const float j = synapse_grad(g_in, syn_carry, alpha_syn);
-        if constexpr (Wide) *ring.at(stage, g_at + k) = static_cast<T>(syn_carry);
+        if constexpr (Wide) *ring.at(stage, K + k) = static_cast<T>(syn_carry);
         else gu[k * F] = static_cast<T>(syn_carry);
         if (alpha_syn_grad) g_alpha_syn = mul_add(j, pre_syn[k * kBlock], g_alpha_syn);
       } else {
-        if constexpr (Wide) *ring.at(stage, g_at + k) = static_cast<T>(g_in);
+        if constexpr (Wide) *ring.at(stage, K + k) = static_cast<T>(g_in);
         else gu[k * F] = static_cast<T>(g_in);
       }
-      if (alpha_grad) g_alpha = mul_add(gv, *d_alpha(stage, x_at, k), g_alpha);
+      if (alpha_grad) g_alpha = mul_add(gv, *d_alpha(stage, k), g_alpha);
       carry = cell.alpha * gv;
     }
     if constexpr (Wide) {  // the segment's input gradients, from the ring
       Data::template sync<Wide>();
-      ring.template drain<!kPartial>(stage, g_at, gu, F, len);
+      ring.template drain<!kPartial>(stage, K, gu, F, len);
     }
   };
 
-  const int chunks = (steps + kChunk - 1) / kChunk;
-  for (int s = 0; s + 1 < stages; ++s) issue(chunks - 1 - s, s);
+  for (int s = 0; s + 1 < stages; ++s) issue(segments - 1 - s, s);
   int stage = 0, load_stage = stages - 1;
-  for (int c = chunks - 1; c >= 0; --c) {
-    issue(c - (stages - 1), load_stage);
+  for (int64_t seg = segments - 1; seg >= 0; --seg) {
+    issue(seg - (stages - 1), load_stage);
     load_stage = next_stage(load_stage, stages);
     wait_copies(stages - 1);
     Data::template sync<Wide>();
-    for (int j = steps - c * kChunk > K ? 1 : 0; j >= 0; --j) {  // the chunk's later segment first
-      const int seg = 2 * c + j;
-      if (steps - seg * K < K) segment(seg, stage, j, std::true_type{});
-      else segment(seg, stage, j, std::false_type{});
-    }
+    if (steps - seg * K < K) segment(seg, stage, std::true_type{});
+    else segment(seg, stage, std::false_type{});
     Data::template sync<Wide>();
     stage = next_stage(stage, stages);
   }
