@@ -46,16 +46,10 @@ EXODUS_HD double exp2_approx(double x) { return exp2(x); }
 // a * b + c: fused (one rounding) on the device, where the reverse walk's gradients need BPTT's
 // values to float32 rounding, not its bits; two operations on the host, whose loops are compiled
 // without contraction (fmaf is a library call there without FMA code generation).
-EXODUS_HD float mul_add(float a, float b, float c) {
+template <typename A>
+EXODUS_HD A mul_add(A a, A b, A c) {
 #ifdef __CUDA_ARCH__
-  return __fmaf_rn(a, b, c);
-#else
-  return a * b + c;
-#endif
-}
-EXODUS_HD double mul_add(double a, double b, double c) {
-#ifdef __CUDA_ARCH__
-  return __fma_rn(a, b, c);
+  return fma(a, b, c);
 #else
   return a * b + c;
 #endif
