@@ -6,10 +6,10 @@
 // One thread per neuron, as there. What differs:
 // - options are compile-time (Cell, neuron_cell.h): no per-step branches on them;
 // - the loads of upcoming time steps go through a ring in shared memory filled by cp.async,
-//   `stages` chunks deep (a chunk: two checkpoint segments of kCheckpointSteps steps in the
-//   forward, one in the backward). Loads stay in flight without holding
-//   registers, so occupancy stays high on large layers and the ring can be deep on small ones
-//   (few threads per multiprocessor, each needing many loads in flight). Where every row of a
+//   `stages` chunks deep (a chunk: two checkpoint segments of kCheckpointSteps steps). Loads
+//   stay in flight without holding registers, so occupancy stays high on large layers and the
+//   ring can be deep on small ones (few threads per multiprocessor, each needing many loads in
+//   flight). Where every row of a
 //   warp's data is 16-byte aligned (features a multiple of 32, contiguous: the common case; the
 //   Wide instances) the lanes of a warp copy 16 bytes each (four or eight neighbouring neurons of
 //   one step) and meet at __syncwarp before reading and refilling; their outputs take the way
@@ -44,6 +44,7 @@ constexpr int kChunk = 2 * K;   // forward steps per ring stage: two checkpoint 
                                 // per-chunk work (copies, waits, stores) is spread over 16 steps
 constexpr int kBlock = 64;      // threads per block: small blocks spread small layers over all SMs
 constexpr int kMaxStages = 8;
+constexpr int kMaxLaunchSharedBytes = 48 * 1024;
 
 // The copies ask L2 to fetch 256 bytes around each miss (`.L2::256B`, a hint): a warp reads a
 // 128-byte (fp32) or 64-byte (2-byte data) piece of a row per step, and the neighbouring warps
@@ -318,13 +319,21 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
   if constexpr (Syn) a.syn.i_final[n] = i;
 }
 
-// Shared memory of a backward block: per stage the segment's checkpoints (float: the membrane's,
-// and the current's with Syn) ...
-template <bool Syn>
-__host__ __device__ constexpr int checkpoint_slots() { return Syn ? 2 : 1; }
-// ... and its inputs and output gradients (T). Scratch, K steps each: for 2-byte data dv/dalpha
-// (with 4-byte data it replaces the input in the ring), with Syn i_{t-1} + x_t.
-constexpr int kBackwardDataSlots = 2 * K;
+// Backward ring stages hold backward_segments checkpoint segments (backward_chunk steps), walked
+// later one first, so a stage's copies, wait and synchronisations serve all of them.
+template <typename T>
+__host__ __device__ constexpr int backward_segments() { return 2; }
+template <typename T>
+__host__ __device__ constexpr int backward_chunk() { return backward_segments<T>() * K; }
+// Shared memory of a backward block: per stage its segments' checkpoints (float: the membrane's in
+// slots 0 .. backward_segments - 1, the current's after them with Syn) ...
+template <typename T, bool Syn>
+__host__ __device__ constexpr int checkpoint_slots() { return (Syn ? 2 : 1) * backward_segments<T>(); }
+// ... and its inputs and output gradients (T). Scratch, K steps each (one segment at a time):
+// for 2-byte data dv/dalpha (with 4-byte data it replaces the input in the ring), with Syn
+// i_{t-1} + x_t.
+template <typename T>
+__host__ __device__ constexpr int backward_data_slots() { return 2 * backward_chunk<T>(); }
 template <typename T>
 __host__ __device__ constexpr int d_alpha_slots() { return sizeof(T) == 4 ? 0 : K; }
 template <typename T, bool Syn>
@@ -332,7 +341,7 @@ __host__ __device__ constexpr int scratch_slots() { return d_alpha_slots<T>() + 
 
 template <typename T, bool Syn>
 __host__ __device__ constexpr int backward_float_words(int stages) {
-  return (stages * checkpoint_slots<Syn>() + scratch_slots<T, Syn>()) * kBlock;
+  return (stages * checkpoint_slots<T, Syn>() + scratch_slots<T, Syn>()) * kBlock;
 }
 
 template <class C, typename T, bool Syn, bool Wide>
@@ -340,16 +349,19 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
   if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data or Wide (F % 32 == 0)
-  const int64_t steps = a.shape.time, segments = (steps + K - 1) / K;
+  // steps fit an int (fast_path); offsets that multiply a stride by a step or segment are 64-bit
+  const int steps = static_cast<int>(a.shape.time), segments = (steps + K - 1) / K;
   const int F = static_cast<int>(a.shape.features), su = static_cast<int>(a.u.st), sg = static_cast<int>(a.g_out.st);
   const int64_t b = n / F, f = n % F;
   const C cell(a.p, f);
   const Reciprocal theta_reciprocal(cell.theta);
   float* floats = reinterpret_cast<float*>(shared);
-  const Ring<float, checkpoint_slots<Syn>()> checkpoints(floats);
-  float* scratch = floats + stages * checkpoint_slots<Syn>() * kBlock + threadIdx.x;
+  const Ring<float, checkpoint_slots<T, Syn>()> checkpoints(floats);
+  float* scratch = floats + stages * checkpoint_slots<T, Syn>() * kBlock + threadIdx.x;
   float* pre_syn = scratch + d_alpha_slots<T>() * kBlock;  // Syn: i_{t-1} + x_t of step k at k * kBlock
-  using Data = Ring<T, kBackwardDataSlots>;
+  using Data = Ring<T, backward_data_slots<T>()>;
+  constexpr int S = backward_segments<T>(), kSteps = backward_chunk<T>();  // per ring stage
+  static_assert(kSteps <= kChunk, "fast_path checks int offsets over kChunk steps");
   const Data ring(reinterpret_cast<T*>(floats + backward_float_words<T, Syn>(stages)));
   // this thread's input and output gradient; with Wide, where its copies start
   const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f) + (Wide ? WideCopy<T>::lead(su) : 0);
@@ -365,26 +377,36 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   T* g_u = static_cast<T*>(a.g_u) + b * steps * F + f + (Wide ? WideCopy<T>::lead(F) : 0);
   const bool alpha_grad = a.g_alpha != nullptr, norm_input = a.p.norm_input;
 
-  auto issue = [&](int64_t seg, int stage) {
-    if (seg >= 0) {
-      const T* x = u + seg * K * su;
-      const T* g = g_out + seg * K * sg;
-      if (steps - seg * K >= K) {
-        ring.template fill<true, Wide>(stage, 0, x, su, K);
-        ring.template fill<true, Wide>(stage, K, g, sg, K);
-      } else {
-        const int len = static_cast<int>(steps - seg * K);
-        ring.template fill<false, Wide>(stage, 0, x, su, len);
-        ring.template fill<false, Wide>(stage, K, g, sg, len);
+  // chunk c into a ring stage: its segments c S + j that exist, inputs at slot j K, output
+  // gradients at kSteps + j K, checkpoints at j (the current's at S + j)
+  auto issue = [&](int c, int stage) {
+    if (c >= 0) {
+      const int64_t first = static_cast<int64_t>(c) * kSteps;
+      const T* x = u + first * su;
+      const T* g = g_out + first * sg;
+      const int left = steps - c * kSteps;
+      EXODUS_UNROLL
+      for (int j = 0; j < S; ++j) {
+        const int len = left - j * K;
+        if (len >= K) {
+          ring.template fill<true, Wide>(stage, j * K, x + j * K * su, su, K);
+          ring.template fill<true, Wide>(stage, kSteps + j * K, g + j * K * sg, sg, K);
+        } else if (len > 0) {
+          ring.template fill<false, Wide>(stage, j * K, x + j * K * su, su, len);
+          ring.template fill<false, Wide>(stage, kSteps + j * K, g + j * K * sg, sg, len);
+        }
+        if (len > 0) {
+          const int64_t at = (static_cast<int64_t>(c) * S + j) * F;
+          checkpoints.template fill<false, false>(stage, j, ckpt + at, 0, 1);
+          if constexpr (Syn) checkpoints.template fill<false, false>(stage, S + j, syn_ckpt + at, 0, 1);
+        }
       }
-      checkpoints.template fill<false, false>(stage, 0, ckpt + seg * F, 0, 1);
-      if constexpr (Syn) checkpoints.template fill<false, false>(stage, 1, syn_ckpt + seg * F, 0, 1);
     }
     commit_copies();
   };
-  // where dv_t/dalpha of step k waits for the reverse walk
-  auto d_alpha = [&](int stage, int k) -> float* {
-    if constexpr (sizeof(T) == 4) return reinterpret_cast<float*>(ring.at(stage, k));
+  // where dv_t/dalpha of step k of a segment (its inputs at ring slot x_at) waits for the walk
+  auto d_alpha = [&](int stage, int x_at, int k) -> float* {
+    if constexpr (sizeof(T) == 4) return reinterpret_cast<float*>(ring.at(stage, x_at + k));
     else return scratch + k * kBlock;
   };
 
@@ -394,16 +416,18 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   // One segment: recompute its membrane from the checkpoint, then walk it backwards. What the
   // walk needs besides the membrane stays out of registers: dv_t/dalpha replaces x_t in the ring
   // and the gates are bits.
-  auto segment = [&](int64_t seg, int stage, auto partial) {
+  // j: the segment's place in its chunk
+  auto segment = [&](int seg, int stage, int j, auto partial) {
     constexpr bool kPartial = decltype(partial)::value;
-    const int len = kPartial ? static_cast<int>(steps - seg * K) : K;
+    const int len = kPartial ? steps - seg * K : K;
+    const int x_at = j * K, g_at = kSteps + j * K;
     float v[K];
     unsigned gates = 0;
     // with div; x_t from load(k): the ring, or global memory for the rerun (dv/dalpha has
     // replaced the ring's inputs by then)
     auto recompute = [&](const auto& div, const auto& load) {
-      float w = *checkpoints.at(stage, 0);
-      [[maybe_unused]] float i = Syn ? *checkpoints.at(stage, 1) : 0.f;  // the current, with Syn
+      float w = *checkpoints.at(stage, j);
+      [[maybe_unused]] float i = Syn ? *checkpoints.at(stage, S + j) : 0.f;  // the current, with Syn
       gates = 0;
       EXODUS_UNROLL
       for (int k = 0; k < K; ++k) {
@@ -420,54 +444,59 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
         float gate = 1.f;
         cell.recompute(w, x, v[k], gate, div);
         if (C::kGated && gate != 0.f) gates |= 1u << k;
-        if (alpha_grad) *d_alpha(stage, k) = norm_input ? w_prev - x : w_prev;  // dv_t/dalpha
+        if (alpha_grad) *d_alpha(stage, x_at, k) = norm_input ? w_prev - x : w_prev;  // dv_t/dalpha
       }
     };
     bool unsafe = C::kDivides && !theta_reciprocal.theta_ok;
     // the spike count's form (cuda_division.cuh): per kernel A/B
     using Division = std::conditional_t<sizeof(T) == 2, ReciprocalDivision, MaskedReciprocalDivision>;
     recompute(Division{theta_reciprocal.y, &unsafe},
-              [&](int k) { return static_cast<float>(*ring.at(stage, k)); });
+              [&](int k) { return static_cast<float>(*ring.at(stage, x_at + k)); });
     if (C::kDivides && unsafe)  // rare: the segment again with IEEE division
       recompute(IeeeDivision{}, [&](int k) {
         const T* own = Wide ? u - WideCopy<T>::lead_here(su) : u;  // this thread's own input
-        return static_cast<float>(own[(seg * K + k) * su]);
+        return static_cast<float>(own[(static_cast<int64_t>(seg) * K + k) * su]);
       });
     if constexpr (C::kSpiking) surrogate_grads<K>(v, cell.theta, a.surrogate);
-    [[maybe_unused]] T* gu = g_u + seg * K * F;
+    [[maybe_unused]] T* gu = g_u + static_cast<int64_t>(seg) * K * F;
     EXODUS_UNROLL
     for (int k = K - 1; k >= 0; --k) {
       if (kPartial && k >= len) continue;
       const float gate = C::kGated ? ((gates >> k) & 1u ? 1.f : 0.f) : 1.f;
-      const float gv = cell.grad_v(v[k], static_cast<float>(*ring.at(stage, K + k)) + g_shift, carry, gate);
+      const float gv = cell.grad_v(v[k], static_cast<float>(*ring.at(stage, g_at + k)) + g_shift, carry, gate);
       const float g_in = cell.in_scale * gv;
       if constexpr (Syn) {
         const float j = synapse_grad(g_in, syn_carry, alpha_syn);
-        if constexpr (Wide) *ring.at(stage, K + k) = static_cast<T>(syn_carry);
+        if constexpr (Wide) *ring.at(stage, g_at + k) = static_cast<T>(syn_carry);
         else gu[k * F] = static_cast<T>(syn_carry);
         if (alpha_syn_grad) g_alpha_syn = mul_add(j, pre_syn[k * kBlock], g_alpha_syn);
       } else {
-        if constexpr (Wide) *ring.at(stage, K + k) = static_cast<T>(g_in);
+        if constexpr (Wide) *ring.at(stage, g_at + k) = static_cast<T>(g_in);
         else gu[k * F] = static_cast<T>(g_in);
       }
-      if (alpha_grad) g_alpha = mul_add(gv, *d_alpha(stage, k), g_alpha);
+      if (alpha_grad) g_alpha = mul_add(gv, *d_alpha(stage, x_at, k), g_alpha);
       carry = cell.alpha * gv;
     }
     if constexpr (Wide) {  // the segment's input gradients, from the ring
       Data::template sync<Wide>();
-      ring.template drain<!kPartial>(stage, K, gu, F, len);
+      ring.template drain<!kPartial>(stage, g_at, gu, F, len);
     }
   };
 
-  for (int s = 0; s + 1 < stages; ++s) issue(segments - 1 - s, s);
+  const int chunks = (steps + kSteps - 1) / kSteps;
+  for (int s = 0; s + 1 < stages; ++s) issue(chunks - 1 - s, s);
   int stage = 0, load_stage = stages - 1;
-  for (int64_t seg = segments - 1; seg >= 0; --seg) {
-    issue(seg - (stages - 1), load_stage);
+  for (int c = chunks - 1; c >= 0; --c) {
+    issue(c - (stages - 1), load_stage);
     load_stage = next_stage(load_stage, stages);
     wait_copies(stages - 1);
     Data::template sync<Wide>();
-    if (steps - seg * K < K) segment(seg, stage, std::true_type{});
-    else segment(seg, stage, std::false_type{});
+    // the chunk's segments, later one first (only the last chunk may have fewer, or a partial one)
+    for (int j = min(S, segments - c * S) - 1; j >= 0; --j) {
+      const int seg = c * S + j;
+      if (steps - seg * K < K) segment(seg, stage, j, std::true_type{});
+      else segment(seg, stage, j, std::false_type{});
+    }
     Data::template sync<Wide>();
     stage = next_stage(stage, stages);
   }
@@ -515,6 +544,10 @@ int pick_stages(Kernel kernel, DeviceLimits (&cache)[kMaxDevices], int64_t neuro
   const int64_t budget = smem - per_sm * (1024 + fixed_bytes);  // the runtime reserves 1 KB per block
   int64_t stages = budget / (per_sm * stage_bytes);
   if (stages > kMaxStages) stages = kMaxStages;
+  // a launch gets at most 48 KB of dynamic shared memory without opting in per kernel
+  // (cudaFuncAttributeMaxDynamicSharedMemorySize); every kernel's two stages fit in it
+  const int64_t fitting = (kMaxLaunchSharedBytes - fixed_bytes) / stage_bytes;
+  if (stages > fitting) stages = fitting;
   return stages < 2 ? 2 : static_cast<int>(stages);
 }
 
@@ -568,7 +601,7 @@ cudaError_t launch_backward(const MembraneBackwardArgs<float>& a, cudaStream_t s
     using C = std::remove_pointer_t<decltype(cell)>;
     static DeviceLimits cache[kMaxDevices];
     const int64_t stage_bytes =
-        int64_t{kBlock} * (kBackwardDataSlots * sizeof(T) + checkpoint_slots<Syn>() * sizeof(float));
+        int64_t{kBlock} * (backward_data_slots<T>() * sizeof(T) + checkpoint_slots<T, Syn>() * sizeof(float));
     const int64_t fixed_bytes = int64_t{kBlock} * scratch_slots<T, Syn>() * sizeof(float);
     error = launch_ring_kernel(membrane_backward_fast<C, T, Syn, Wide>, cache, a, stage_bytes, fixed_bytes, stream);
   });
