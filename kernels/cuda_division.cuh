@@ -28,7 +28,7 @@ struct Reciprocal {
     float r;
     asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(theta));
     y = fmaf(r, fmaf(-theta, r, 1.0f), r);
-    theta_ok = theta > 0.f && in_range(theta);
+    theta_ok = theta > 0.f && in_range(theta) && theta < 0x1p38f;  // 2^38: see count
   }
   // |x| in [2^-60, 2^61): biased exponent in [67, 187]
   __device__ static bool in_range(float x) { return ((__float_as_uint(x) >> 23) & 0xffu) - 67u <= 120u; }
@@ -40,15 +40,16 @@ struct Reciprocal {
 // - count: for v <= 0 the count is a zero of v's sign, v * 0, without dividing (the IEEE
 //   quotient is finite there, as |v| < 2^61, so its zero has v's sign too); for 0 < v < 2^-60
 //   the quotient is below 1, so trunc gives +0 however its last bits round; in [2^-60, 2^61) the
-//   three fmas give IEEE's quotient. Flagged: |v| >= 2^61 and NaN, one compare. Five fewer
-//   instructions per step than masked_count in the float32 forward's SASS, but the quotient
-//   waits for the sign test.
+//   three fmas give IEEE's quotient. trunc is two adds of fixed latency instead of FRND (which
+//   waits on the short scoreboard): for 0 <= q <= 2^23, q + 2^23 rounded toward zero is
+//   floor(q) + 2^23 exactly. Flagged: |q| > 2^23 and NaN, one compare off the step's chain;
+//   with theta < 2^38 (else theta_ok is false) that also keeps |v| < 2^61.
 // - masked_count: sinabs' expression with the fast quotient, which is IEEE's for |v| in
 //   [2^-60, 2^61) and for +0; flags every other v (a six-instruction range test per step).
 // The forward takes count (fewer instructions: faster at every size, kernel A/B in
-// benchmarks/NOTES.md, version 30); the backward's recomputation takes count for 2-byte data
-// (its kernels are issue-bound) and masked_count for float32, where count's longer chain slowed
-// the latency-bound sizes.
+// benchmarks/NOTES.md, versions 30 and 39); the backward's recomputation takes count for 2-byte
+// data (its kernels are issue-bound) and masked_count for float32, where count's longer chain
+// (then with FRND) slowed the latency-bound sizes.
 struct ReciprocalDivision {
   float y;
   bool* unsafe;
@@ -59,8 +60,9 @@ struct ReciprocalDivision {
     return fmaf(y, rem, q0);
   }
   __device__ float count(float v, float theta) const {
-    *unsafe |= !(fabsf(v) < 0x1p61f);
-    return v > 0.f ? truncf(quotient(v, theta)) : v * 0.f;
+    const float q = quotient(v, theta);
+    *unsafe |= !(fabsf(q) <= 0x1p23f);
+    return v > 0.f ? __fadd_rz(q, 0x1p23f) - 0x1p23f : v * 0.f;  // trunc(q) for 0 <= q <= 2^23
   }
   __device__ float masked_count(float v, float theta) const {
     const float q = quotient(v, theta);

@@ -13,6 +13,7 @@ from oracle import rel_err
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RANGE_EXPONENTS = (-60, 61)  # thresholds (and, for masked_count, |v|) in [2^-60, 2^61) divide without IEEE division
+THETA_LIMIT = 2.0**38  # ... and thresholds below 2^38 (count's trunc as two adds)
 
 
 def _thresholds() -> torch.Tensor:
@@ -37,26 +38,37 @@ def _thresholds() -> torch.Tensor:
 def test_reciprocal_division_counts_spikes_as_ieee_division_for_every_float(masked):
     """Both forms of the fast spike count (the forward's, and the float32 backward's masked one)
     give IEEE division's bits for every float membrane they do not flag, and flag exactly the
-    membranes their contract names."""
+    membranes their contract names: count those whose IEEE quotient exceeds 2^23 in magnitude or
+    is NaN, masked_count those outside [2^-60, 2^61) in magnitude but +0; every membrane for
+    thresholds at or above 2^38."""
     from exodus_jit.jit import ExtensionSpec, prepare
     from exodus_jit.ops._extension import kernels_dir
 
     prepare(ExtensionSpec("exodus_division_check", (FIXTURES / "division_check.cu",),
                           depends=(kernels_dir() / "cuda_division.cuh",), include_dirs=(kernels_dir(),)))
     compare = torch.ops.exodus_division_check.compare
-    if masked:  # v outside [2^-60, 2^61), +0 aside (it divides exactly), either sign
-        outside = (256 - (RANGE_EXPONENTS[1] - RANGE_EXPONENTS[0])) * 2**24 - 1
-    else:  # |v| >= 2^61, infinities and NaNs included, either sign
-        outside = (256 - (127 + RANGE_EXPONENTS[1])) * 2**24
+    # masked_count: v outside [2^-60, 2^61), +0 aside (it divides exactly), either sign
+    outside = (256 - (RANGE_EXPONENTS[1] - RANGE_EXPONENTS[0])) * 2**24 - 1
     thetas = _thresholds()
     result = compare(thetas.cuda(), masked).cpu()
-    for theta, (bad, flagged, first_bad) in zip(thetas.tolist(), result.tolist()):
+    for theta, (bad, flagged, first_bad, wrong_flags) in zip(thetas.tolist(), result.tolist()):
         assert bad == 0, f"theta {theta!r}: {bad} spike counts differ from IEEE division's, first v bits {first_bad:#x}"
-        assert flagged == outside, f"theta {theta!r}: {flagged} steps flagged, expected {outside}"
+        assert wrong_flags == 0, f"theta {theta!r}: {wrong_flags} steps flagged against the contract"
+        if theta >= THETA_LIMIT:
+            assert flagged == 2**32, f"theta {theta!r}"
+        elif masked:
+            assert flagged == outside, f"theta {theta!r}: {flagged} steps flagged, expected {outside}"
+        else:  # at least every v of magnitude 2^24 theta or more, NaNs included
+            assert flagged >= 2 * (2**31 - _bits(min(2**24 * theta, float("inf")))), f"theta {theta!r}"
     # thresholds outside the range (or not positive) flag every step: IEEE division throughout
-    for theta, (bad, flagged, _) in zip((0.0, -1.0, 1e-30, 1e30), compare(torch.tensor(
+    for theta, (bad, flagged, _, wrong_flags) in zip((0.0, -1.0, 1e-30, 1e30), compare(torch.tensor(
             [0.0, -1.0, 1e-30, 1e30], device="cuda"), masked).cpu().tolist()):
-        assert bad == 0 and flagged == 2**32, f"theta {theta!r}"
+        assert bad == 0 and flagged == 2**32 and wrong_flags == 0, f"theta {theta!r}"
+
+
+def _bits(x: float) -> int:
+    """The bits of the float32 nearest x, as an int."""
+    return int(torch.tensor(x, dtype=torch.float32).view(torch.int32))
 
 
 @pytest.mark.parametrize("device", DEVICES)
