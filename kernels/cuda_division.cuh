@@ -47,9 +47,8 @@ struct Reciprocal {
 // - masked_count: sinabs' expression with the fast quotient, which is IEEE's for |v| in
 //   [2^-60, 2^61) and for +0; flags every other v (a six-instruction range test per step).
 // The forward takes count (fewer instructions: faster at every size, kernel A/B in
-// benchmarks/NOTES.md, versions 30 and 39); the backward's recomputation takes count for 2-byte
-// data (its kernels are issue-bound) and masked_count for float32, where count's longer chain
-// (then with FRND) slowed the latency-bound sizes.
+// benchmarks/NOTES.md, versions 30 and 39); so does the backward's recomputation but for float32
+// cells that clip (min_v), which take masked_count (with count 2-10% slower, version 39).
 struct ReciprocalDivision {
   float y;
   bool* unsafe;

@@ -319,29 +319,25 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
   if constexpr (Syn) a.syn.i_final[n] = i;
 }
 
-// Backward ring stages hold backward_segments checkpoint segments (backward_chunk steps), walked
-// later one first, so a stage's copies, wait and synchronisations serve all of them.
-template <typename T>
-__host__ __device__ constexpr int backward_segments() { return 2; }
-template <typename T>
-__host__ __device__ constexpr int backward_chunk() { return backward_segments<T>() * K; }
+// Backward ring stages hold S checkpoint segments (S K steps), walked later one first, so a
+// stage's copies, wait and synchronisations serve all of them. Kernel A/B (benchmarks/NOTES.md,
+// versions 38-39): two for 2-byte data and for clipping cells, one for the other float32 cells.
+template <class C, typename T>
+__host__ __device__ constexpr int backward_segments() { return sizeof(T) == 2 || C::kClips ? 2 : 1; }
 // Shared memory of a backward block: per stage its segments' checkpoints (float: the membrane's in
-// slots 0 .. backward_segments - 1, the current's after them with Syn) ...
-template <typename T, bool Syn>
-__host__ __device__ constexpr int checkpoint_slots() { return (Syn ? 2 : 1) * backward_segments<T>(); }
-// ... and its inputs and output gradients (T). Scratch, K steps each (one segment at a time):
-// for 2-byte data dv/dalpha (with 4-byte data it replaces the input in the ring), with Syn
-// i_{t-1} + x_t.
-template <typename T>
-__host__ __device__ constexpr int backward_data_slots() { return 2 * backward_chunk<T>(); }
+// slots 0 .. S - 1, the current's after them with Syn) and their inputs and output gradients (T,
+// 2 S K slots). Scratch, K steps each (one segment at a time): for 2-byte data dv/dalpha (with
+// 4-byte data it replaces the input in the ring), with Syn i_{t-1} + x_t.
+template <int S, bool Syn>
+__host__ __device__ constexpr int checkpoint_slots() { return (Syn ? 2 : 1) * S; }
 template <typename T>
 __host__ __device__ constexpr int d_alpha_slots() { return sizeof(T) == 4 ? 0 : K; }
 template <typename T, bool Syn>
 __host__ __device__ constexpr int scratch_slots() { return d_alpha_slots<T>() + (Syn ? K : 0); }
 
-template <typename T, bool Syn>
+template <typename T, bool Syn, int S>
 __host__ __device__ constexpr int backward_float_words(int stages) {
-  return (stages * checkpoint_slots<T, Syn>() + scratch_slots<T, Syn>()) * kBlock;
+  return (stages * checkpoint_slots<S, Syn>() + scratch_slots<T, Syn>()) * kBlock;
 }
 
 template <class C, typename T, bool Syn, bool Wide>
@@ -355,14 +351,14 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   const int64_t b = n / F, f = n % F;
   const C cell(a.p, f);
   const Reciprocal theta_reciprocal(cell.theta);
-  float* floats = reinterpret_cast<float*>(shared);
-  const Ring<float, checkpoint_slots<T, Syn>()> checkpoints(floats);
-  float* scratch = floats + stages * checkpoint_slots<T, Syn>() * kBlock + threadIdx.x;
-  float* pre_syn = scratch + d_alpha_slots<T>() * kBlock;  // Syn: i_{t-1} + x_t of step k at k * kBlock
-  using Data = Ring<T, backward_data_slots<T>()>;
-  constexpr int S = backward_segments<T>(), kSteps = backward_chunk<T>();  // per ring stage
+  constexpr int S = backward_segments<C, T>(), kSteps = S * K;  // per ring stage
   static_assert(kSteps <= kChunk, "fast_path checks int offsets over kChunk steps");
-  const Data ring(reinterpret_cast<T*>(floats + backward_float_words<T, Syn>(stages)));
+  float* floats = reinterpret_cast<float*>(shared);
+  const Ring<float, checkpoint_slots<S, Syn>()> checkpoints(floats);
+  float* scratch = floats + stages * checkpoint_slots<S, Syn>() * kBlock + threadIdx.x;
+  float* pre_syn = scratch + d_alpha_slots<T>() * kBlock;  // Syn: i_{t-1} + x_t of step k at k * kBlock
+  using Data = Ring<T, 2 * kSteps>;
+  const Data ring(reinterpret_cast<T*>(floats + backward_float_words<T, Syn, S>(stages)));
   // this thread's input and output gradient; with Wide, where its copies start
   const T* u = static_cast<const T*>(a.u.data) + a.u.offset(b, 0, f) + (Wide ? WideCopy<T>::lead(su) : 0);
   const T* g_out = static_cast<const T*>(a.g_out.data) + a.g_out.offset(b, 0, f) + (Wide ? WideCopy<T>::lead(sg) : 0);
@@ -449,7 +445,7 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
     };
     bool unsafe = C::kDivides && !theta_reciprocal.theta_ok;
     // the spike count's form (cuda_division.cuh): per kernel A/B
-    using Division = std::conditional_t<sizeof(T) == 2, ReciprocalDivision, MaskedReciprocalDivision>;
+    using Division = std::conditional_t<sizeof(T) == 4 && C::kClips, MaskedReciprocalDivision, ReciprocalDivision>;
     recompute(Division{theta_reciprocal.y, &unsafe},
               [&](int k) { return static_cast<float>(*ring.at(stage, x_at + k)); });
     if (C::kDivides && unsafe)  // rare: the segment again with IEEE division
@@ -600,8 +596,8 @@ cudaError_t launch_backward(const MembraneBackwardArgs<float>& a, cudaStream_t s
   with_cell_type(a.p, [&](auto* cell) {
     using C = std::remove_pointer_t<decltype(cell)>;
     static DeviceLimits cache[kMaxDevices];
-    const int64_t stage_bytes =
-        int64_t{kBlock} * (backward_data_slots<T>() * sizeof(T) + checkpoint_slots<T, Syn>() * sizeof(float));
+    constexpr int S = backward_segments<C, T>();
+    const int64_t stage_bytes = int64_t{kBlock} * (2 * S * K * sizeof(T) + checkpoint_slots<S, Syn>() * sizeof(float));
     const int64_t fixed_bytes = int64_t{kBlock} * scratch_slots<T, Syn>() * sizeof(float);
     error = launch_ring_kernel(membrane_backward_fast<C, T, Syn, Wide>, cache, a, stage_bytes, fixed_bytes, stream);
   });
