@@ -192,15 +192,17 @@ struct Ring {
   }
 };
 
-// Blocks per multiprocessor the register caps allow (launch bounds): forward 20 (48 registers;
-// its 16-step chunks spilled 12-36 bytes in the loop at 40), 18 (56) with the synaptic stage and
-// 16-byte copies; backward 16 (64). The backward with the synaptic stage, clipping (min_v),
+// Blocks per multiprocessor the register caps allow (launch bounds): forward 16 (64 registers:
+// at 48 ptxas issued each step's shared-memory load two instructions before its use, so the
+// load's latency sat on the step's chain; kernel A/B, NOTES version 40: -14% at 16x4000x1024,
+// -2% at 16x500x16384), with the synaptic stage 20 (48), 18 (56) with 16-byte copies; backward
+// 16 (64). The backward with the synaptic stage, clipping (min_v),
 // 2-byte data (its cooperative copies) or 16-byte stores needs a few more registers, or ptxas
 // spills: at 64 registers 4-16 bytes per thread with clipping, 16-20 with bfloat16, on the
 // reverse walk's path. (20 blocks allow 48 registers, 21 only 40: ptxas keeps a few back and
 // rounds down to a multiple of 8.)
 template <bool Syn, bool Wide>
-constexpr int forward_blocks_per_sm() { return Syn && Wide ? 18 : 20; }
+constexpr int forward_blocks_per_sm() { return Syn && Wide ? 18 : Syn ? 20 : 16; }
 template <bool Syn, bool Clip, typename T, bool Wide>
 constexpr int backward_blocks_per_sm() { return Syn ? 12 : Clip || sizeof(T) == 2 || Wide ? 14 : 16; }
 
