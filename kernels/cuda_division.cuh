@@ -37,7 +37,7 @@ struct Reciprocal {
 // sinabs' spike count (v > 0) * trunc(v / theta) with the neuron's Reciprocal: IEEE division's
 // bits wherever it leaves *unsafe alone (where it sets it, the caller repeats the chunk with IEEE
 // division). Two forms of the same values:
-// - count: for v <= 0 the count is a zero of v's sign, v * 0, without dividing (the IEEE
+// - count: for v <= 0 the count is a zero of v's sign, v * 0, whatever the quotient (the IEEE
 //   quotient is finite there, as |v| < 2^61, so its zero has v's sign too); for 0 < v < 2^-60
 //   the quotient is below 1, so trunc gives +0 however its last bits round; in [2^-60, 2^61) the
 //   three fmas give IEEE's quotient. trunc is two adds of fixed latency instead of FRND (which

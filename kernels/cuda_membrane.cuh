@@ -6,11 +6,10 @@
 // One thread per neuron, as there. What differs:
 // - options are compile-time (Cell, neuron_cell.h): no per-step branches on them;
 // - the loads of upcoming time steps go through a ring in shared memory filled by cp.async,
-//   `stages` chunks deep (a chunk: two checkpoint segments of kCheckpointSteps steps). Loads
-//   stay in flight without holding registers, so occupancy stays high on large layers and the
-//   ring can be deep on small ones (few threads per multiprocessor, each needing many loads in
-//   flight). Where every row of a
-//   warp's data is 16-byte aligned (features a multiple of 32, contiguous: the common case; the
+//   `stages` chunks deep (a chunk: one or two checkpoint segments of kCheckpointSteps steps).
+//   Loads stay in flight without holding registers, so occupancy stays high on large layers and
+//   the ring can be deep on small ones (few threads per multiprocessor, each needing many loads
+//   in flight). Where every row of a warp's data is 16-byte aligned (features a multiple of 32, contiguous: the common case; the
 //   Wide instances) the lanes of a warp copy 16 bytes each (four or eight neighbouring neurons of
 //   one step) and meet at __syncwarp before reading and refilling; their outputs take the way
 //   back: each thread writes its own over its input's slot, and the lanes store 16-byte pieces
@@ -543,7 +542,7 @@ int pick_stages(Kernel kernel, DeviceLimits (&cache)[kMaxDevices], int64_t neuro
   int64_t stages = budget / (per_sm * stage_bytes);
   if (stages > kMaxStages) stages = kMaxStages;
   // a launch gets at most 48 KB of dynamic shared memory without opting in per kernel
-  // (cudaFuncAttributeMaxDynamicSharedMemorySize); every kernel's two stages fit in it
+  // (cudaFuncAttributeMaxDynamicSharedMemorySize); two stages always fit (static_asserts below)
   const int64_t fitting = (kMaxLaunchSharedBytes - fixed_bytes) / stage_bytes;
   if (stages > fitting) stages = fitting;
   return stages < 2 ? 2 : static_cast<int>(stages);
@@ -586,7 +585,8 @@ cudaError_t launch_forward(const MembraneForwardArgs<float>& a, cudaStream_t str
   with_cell_type(a.p, [&](auto* cell) {
     using C = std::remove_pointer_t<decltype(cell)>;
     static DeviceLimits cache[kMaxDevices];
-    const int64_t stage_bytes = int64_t{kBlock} * kChunk * sizeof(T);
+    constexpr int64_t stage_bytes = int64_t{kBlock} * kChunk * sizeof(T);
+    static_assert(2 * stage_bytes <= kMaxLaunchSharedBytes, "two ring stages per launch");
     error = launch_ring_kernel(membrane_forward_fast<C, T, Syn, Wide>, cache, a, stage_bytes, 0, stream);
   });
   return error;
@@ -599,8 +599,9 @@ cudaError_t launch_backward(const MembraneBackwardArgs<float>& a, cudaStream_t s
     using C = std::remove_pointer_t<decltype(cell)>;
     static DeviceLimits cache[kMaxDevices];
     constexpr int S = backward_segments<C, T>();
-    const int64_t stage_bytes = int64_t{kBlock} * (2 * S * K * sizeof(T) + checkpoint_slots<S, Syn>() * sizeof(float));
-    const int64_t fixed_bytes = int64_t{kBlock} * scratch_slots<T, Syn>() * sizeof(float);
+    constexpr int64_t stage_bytes = int64_t{kBlock} * (2 * S * K * sizeof(T) + checkpoint_slots<S, Syn>() * sizeof(float));
+    constexpr int64_t fixed_bytes = int64_t{kBlock} * scratch_slots<T, Syn>() * sizeof(float);
+    static_assert(2 * stage_bytes + fixed_bytes <= kMaxLaunchSharedBytes, "two ring stages per launch");
     error = launch_ring_kernel(membrane_backward_fast<C, T, Syn, Wide>, cache, a, stage_bytes, fixed_bytes, stream);
   });
   return error;
