@@ -31,9 +31,9 @@ bool data_ok(DType dtype, const View3& v, int64_t features) {
 }  // namespace
 }  // namespace fast
 
-// The fast kernels step kChunk rows of any tensor with int offsets, and the forward counts steps in
-// ints; the backward (int64 steps) takes the same limit on T, so a call's two directions always
-// run the same family of kernels.
+// The fast kernels step kChunk rows of any tensor with int offsets and count steps in ints; both
+// directions check the same limits, so a call's two directions always run the same family of
+// kernels.
 bool fast_path(const MembraneForwardArgs<float>& a) {
   return without_extras(a) && fast::data_ok(a.dtype, a.u, a.shape.features) && fast::fits_int(a.shape.time) &&
          fast::fits_int(a.shape.features * fast::kChunk) && fast::fits_int(a.u.st * fast::kChunk);

@@ -314,7 +314,7 @@ struct Ops {
           "int save, bool record, bool sum_out, Tensor? i0=None, Tensor? alpha_syn=None, "                     \
           "bool alpha_from_tau=False, bool alpha_syn_from_tau=False) "                                          \
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",                                                \
-          &exodus::Ops<BACKEND>::membrane_forward<true>);                                                             \
+          &exodus::Ops<BACKEND>::membrane_forward<true>);                                                       \
     m.def("membrane_backward(Tensor g_out, Tensor? g_out_sum, Tensor? g_wrec, Tensor? g_vfinal, Tensor ckpt, "     \
           "Tensor u, Tensor v0, "                                                                              \
           "Tensor alpha, Tensor threshold, Tensor subtract, Tensor? min_v, float reset_value, int spike_kind, " \
@@ -322,7 +322,7 @@ struct Ops {
           "Tensor? sigma, bool alpha_grad, Tensor? g_ifinal=None, Tensor? i0=None, Tensor? alpha_syn=None, "   \
           "bool alpha_syn_grad=False, bool alpha_from_tau=False, bool alpha_syn_from_tau=False) "              \
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",                                                        \
-          &exodus::Ops<BACKEND>::membrane_backward<true>);                                                            \
+          &exodus::Ops<BACKEND>::membrane_backward<true>);                                                      \
     m.def("synaptic_forward(Tensor x, Tensor i0, Tensor alpha) -> (Tensor, Tensor)",                            \
           &exodus::Ops<BACKEND>::synaptic_forward);                                                             \
     m.def("synaptic_backward(Tensor g_i, Tensor? g_final, Tensor i_all, Tensor x, Tensor i0, Tensor alpha, "    \
