@@ -205,6 +205,24 @@ constexpr int forward_blocks_per_sm() { return Syn && Wide ? 18 : Syn ? 20 : 16;
 template <bool Syn, bool Clip, typename T, bool Wide>
 constexpr int backward_blocks_per_sm() { return Syn ? 12 : Clip || sizeof(T) == 2 || Wide ? 14 : 16; }
 
+// Whether a neuron's steps take PowerOfTwoDivision (cuda_division.cuh): a dividing spike count,
+// a threshold 2^k in range and, with a subtracting reset, a subtract value it accepts. Decided
+// per thread; a warp whose neurons differ runs both forms, each with its own neurons' bits.
+template <class C>
+__device__ bool power_of_two_division(const C& cell, const Reciprocal& theta_reciprocal) {
+  return C::kDivides && theta_reciprocal.power_of_two && (!C::kSubtracts || exact_subtract(cell.subtract));
+}
+
+// Where the steps take PowerOfTwoDivision when the threshold allows it, by kernel A/B (NOTES,
+// version 41): the float32 forward (-3% at 16x4000x1024) and the backward of 2-byte data without
+// clipping (bfloat16 -4 to -6% at 16x500x16384, issue-bound; +4% at the latency-bound sizes).
+// Elsewhere the second form cost: the 2-byte forward +4% at 16x4000x1024, the float32 backward
+// 1-2% at the latency-bound sizes and 13-16% with clipping.
+template <typename T>
+__host__ __device__ constexpr bool forward_power_of_two() { return sizeof(T) == 4; }
+template <class C, typename T>
+__host__ __device__ constexpr bool backward_power_of_two() { return sizeof(T) == 2 && !C::kClips; }
+
 template <class C, typename T, bool Syn, bool Wide>
 __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) membrane_forward_fast(const MembraneForwardArgs<float> a, int stages) {
   extern __shared__ __align__(16) unsigned char shared[];
@@ -217,6 +235,7 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
   const int64_t b = n / F, f = n % F;
   const C cell(a.p, f);
   const Reciprocal theta_reciprocal(cell.theta);
+  const bool power_of_two = forward_power_of_two<T>() && power_of_two_division(cell, theta_reciprocal);
   using Data = Ring<T, kChunk>;
   const Data ring(reinterpret_cast<T*>(shared));
   // this thread's input; with Wide, where its copies start
@@ -284,9 +303,12 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
     auto from_ring = [&](int k) { return static_cast<float>(*ring.at(stage, k)); };
     const float w_start = w, sum_start = out_sum, i_start = i;
     bool unsafe = C::kDivides && !theta_reciprocal.theta_ok;
-    const ReciprocalDivision div{theta_reciprocal.y, &unsafe};
-    if (whole) run(std::true_type{}, div, from_ring);
-    else run(std::false_type{}, div, from_ring);
+    auto run_all = [&](const auto& div) {
+      if (whole) run(std::true_type{}, div, from_ring);
+      else run(std::false_type{}, div, from_ring);
+    };
+    if (power_of_two) run_all(PowerOfTwoDivision{theta_reciprocal.y, &unsafe});
+    else run_all(ReciprocalDivision{theta_reciprocal.y, &unsafe});
     if (C::kDivides && unsafe) {  // rare: the chunk again with IEEE division, rewriting its outputs
       w = w_start;
       out_sum = sum_start;
@@ -352,6 +374,7 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   const int64_t b = n / F, f = n % F;
   const C cell(a.p, f);
   const Reciprocal theta_reciprocal(cell.theta);
+  const bool power_of_two = backward_power_of_two<C, T>() && power_of_two_division(cell, theta_reciprocal);
   constexpr int S = backward_segments<C, T>(), kSteps = S * K;  // per ring stage
   static_assert(kSteps <= kChunk, "fast_path checks int offsets over kChunk steps");
   float* floats = reinterpret_cast<float*>(shared);
@@ -447,8 +470,9 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
     bool unsafe = C::kDivides && !theta_reciprocal.theta_ok;
     // the spike count's form (cuda_division.cuh): per kernel A/B
     using Division = std::conditional_t<sizeof(T) == 4 && C::kClips, MaskedReciprocalDivision, ReciprocalDivision>;
-    recompute(Division{theta_reciprocal.y, &unsafe},
-              [&](int k) { return static_cast<float>(*ring.at(stage, x_at + k)); });
+    auto from_ring = [&](int k) { return static_cast<float>(*ring.at(stage, x_at + k)); };
+    if (power_of_two) recompute(PowerOfTwoDivision{theta_reciprocal.y, &unsafe}, from_ring);
+    else recompute(Division{theta_reciprocal.y, &unsafe}, from_ring);
     if (C::kDivides && unsafe)  // rare: the segment again with IEEE division
       recompute(IeeeDivision{}, [&](int k) {
         const T* own = Wide ? u - WideCopy<T>::lead_here(su) : u;  // this thread's own input

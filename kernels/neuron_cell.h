@@ -21,6 +21,8 @@ struct Cell {
   static constexpr bool kGated = Clip || (kSpiking && R == ResetKind::ToValue);
   // Whether the spike count divides by the threshold (MultiSpike, MaxSpike).
   static constexpr bool kDivides = S == SpikeKind::Multi || S == SpikeKind::Max;
+  // Whether the reset subtracts spikes times a value (MembraneSubtract).
+  static constexpr bool kSubtracts = kSpiking && R == ResetKind::Subtract;
 
   A alpha, in_scale, theta, subtract, min_v, reset_value, max_spikes;
 
@@ -42,8 +44,12 @@ struct Cell {
     if constexpr (kSpiking) return spike_count_of<S>(v, theta, max_spikes, div);
     else return A(0);
   }
-  EXODUS_HD A reset(A v, A s) const {
-    if constexpr (kSpiking) return apply_reset_of<R>(v, s, subtract, reset_value);
+  // v - s * subtract fused where the division vouches for it (cuda_division.cuh's
+  // PowerOfTwoDivision, for subtract values it accepts), else as sinabs writes it.
+  template <class Div = IeeeDivision>
+  EXODUS_HD A reset(A v, A s, const Div& div = Div()) const {
+    if constexpr (kSubtracts && Div::kExactSubtract) return div.subtract_spikes(v, s, subtract);
+    else if constexpr (kSpiking) return apply_reset_of<R>(v, s, subtract, reset_value);
     else return v;
   }
   EXODUS_HD A state(A r) const {
@@ -58,7 +64,7 @@ struct Cell {
   EXODUS_HD A step(A& w, A x, const Div& div = Div()) const {
     const A v = membrane(w, x);
     const A s = spikes(v, div);
-    w = state(reset(v, s));
+    w = state(reset(v, s, div));
     return output(v, s);
   }
   // The same step for backward's recomputation: also the membrane v and the gate of the step.
@@ -66,7 +72,7 @@ struct Cell {
   EXODUS_HD void recompute(A& w, A x, A& v, A& gate, const Div& div = Div()) const {
     v = membrane(w, x);
     const A s = spikes(v, div);
-    const A r = reset(v, s);
+    const A r = reset(v, s, div);
     if constexpr (kGated) {
       A g = A(1);
       if constexpr (Clip) g = r - min_v > A(0) ? A(1) : A(0);  // relu passes where r > m

@@ -58,6 +58,7 @@ EXODUS_HD A mul_add(A a, A b, A c) {
 // sinabs' spike count (v > 0) * trunc(v / theta) with IEEE division (the fast CUDA kernels pass
 // a cheaper division with the same results, cuda_division.cuh).
 struct IeeeDivision {
+  static constexpr bool kExactSubtract = false;  // the reset as sinabs writes it (Cell::reset)
   template <typename A>
   EXODUS_HD A count(A v, A theta) const { return A(v > A(0)) * trunc_(v / theta); }
 };

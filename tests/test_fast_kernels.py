@@ -41,16 +41,11 @@ def test_reciprocal_division_counts_spikes_as_ieee_division_for_every_float(mask
     membranes their contract names: count those whose IEEE quotient exceeds 2^23 in magnitude or
     is NaN, masked_count those outside [2^-60, 2^61) in magnitude but +0; every membrane for
     thresholds at or above 2^38."""
-    from exodus_jit.jit import ExtensionSpec, prepare
-    from exodus_jit.ops._extension import kernels_dir
-
-    prepare(ExtensionSpec("exodus_division_check", (FIXTURES / "division_check.cu",),
-                          depends=(kernels_dir() / "cuda_division.cuh",), include_dirs=(kernels_dir(),)))
-    compare = torch.ops.exodus_division_check.compare
+    compare = _division_check()
     # masked_count: v outside [2^-60, 2^61), +0 aside (it divides exactly), either sign
     outside = (256 - (RANGE_EXPONENTS[1] - RANGE_EXPONENTS[0])) * 2**24 - 1
     thetas = _thresholds()
-    result = compare(thetas.cuda(), masked).cpu()
+    result = compare(thetas.cuda(), thetas.cuda(), int(masked)).cpu()
     for theta, (bad, flagged, first_bad, wrong_flags) in zip(thetas.tolist(), result.tolist()):
         assert bad == 0, f"theta {theta!r}: {bad} spike counts differ from IEEE division's, first v bits {first_bad:#x}"
         assert wrong_flags == 0, f"theta {theta!r}: {wrong_flags} steps flagged against the contract"
@@ -61,9 +56,45 @@ def test_reciprocal_division_counts_spikes_as_ieee_division_for_every_float(mask
         else:  # at least every v of magnitude 2^24 theta or more, NaNs included
             assert flagged >= 2 * (2**31 - _bits(2.0**24 * theta)), f"theta {theta!r}"
     # thresholds outside the range (or not positive) flag every step: IEEE division throughout
-    for theta, (bad, flagged, _, wrong_flags) in zip((0.0, -1.0, 1e-30, 1e30), compare(torch.tensor(
-            [0.0, -1.0, 1e-30, 1e30], device="cuda"), masked).cpu().tolist()):
+    outside_thetas = torch.tensor([0.0, -1.0, 1e-30, 1e30], device="cuda")
+    for theta, (bad, flagged, _, wrong_flags) in zip(outside_thetas.tolist(), compare(
+            outside_thetas, outside_thetas, int(masked)).cpu().tolist()):
         assert bad == 0 and flagged == 2**32 and wrong_flags == 0, f"theta {theta!r}"
+
+
+@needs_cuda
+@pytest.mark.cuda
+def test_power_of_two_division_counts_and_resets_as_ieee_arithmetic_for_every_float():
+    """Thresholds 2^k in range (sinabs' default 1.0 among them) take a one-multiply quotient and
+    a fused reset: for every float membrane they do not flag, the spike count equals IEEE
+    division's and v - s * subtract (subtract 2^j in range: the threshold itself, the range's
+    edges, others) equals sinabs' two roundings, signs of zeros included; they flag exactly the
+    membranes whose IEEE quotient exceeds 2^23 in magnitude or is NaN."""
+    compare = _division_check()
+    exponents = [RANGE_EXPONENTS[0], RANGE_EXPONENTS[0] + 1, -1, 0, 1, 36, 37] + \
+        torch.randint(RANGE_EXPONENTS[0], 38, (9,)).tolist()
+    sub_exponents = exponents[:8] + [RANGE_EXPONENTS[0], RANGE_EXPONENTS[1] - 1] + \
+        torch.randint(RANGE_EXPONENTS[0], RANGE_EXPONENTS[1], (len(exponents) - 10,)).tolist()
+    thetas = torch.tensor([2.0**e for e in exponents], dtype=torch.float32)
+    subtracts = torch.tensor([2.0**e for e in sub_exponents], dtype=torch.float32)
+    subtracts[1::3] *= -1  # either sign
+    result = compare(thetas.cuda(), subtracts.cuda(), 2).cpu()
+    for theta, subtract, (bad, flagged, first_bad, wrong_flags) in zip(thetas.tolist(), subtracts.tolist(),
+                                                                       result.tolist()):
+        case = f"theta {theta!r}, subtract {subtract!r}"
+        assert bad == 0, f"{case}: {bad} counts or resets differ from IEEE arithmetic's, first v bits {first_bad:#x}"
+        assert wrong_flags == 0, f"{case}: {wrong_flags} steps flagged against the contract"
+        assert flagged >= 2 * (2**31 - _bits(2.0**24 * theta)), case  # |v| >= 2^24 theta, NaNs
+
+
+def _division_check():
+    """The fixture's compare(thetas, subtracts, form) operator, built on first use."""
+    from exodus_jit.jit import ExtensionSpec, prepare
+    from exodus_jit.ops._extension import kernels_dir
+
+    prepare(ExtensionSpec("exodus_division_check", (FIXTURES / "division_check.cu",),
+                          depends=(kernels_dir() / "cuda_division.cuh",), include_dirs=(kernels_dir(),)))
+    return torch.ops.exodus_division_check.compare
 
 
 def _bits(x: float) -> int:
