@@ -217,7 +217,7 @@ __device__ bool power_of_two_division(const C& cell, const Reciprocal& theta_rec
 // version 41): the float32 forward (-3% at 16x4000x1024) and the backward of 2-byte data without
 // clipping (bfloat16 -4 to -6% at 16x500x16384, issue-bound; +4% at the latency-bound sizes).
 // Elsewhere the second form cost: the 2-byte forward +4% at 16x4000x1024, the float32 backward
-// 1-2% at the latency-bound sizes and 13-16% with clipping.
+// 1-2% at the latency-bound sizes, and 13-16% with clipping (there in a masked form, since dropped).
 template <typename T>
 __host__ __device__ constexpr bool forward_power_of_two() { return sizeof(T) == 4; }
 template <class C, typename T>
