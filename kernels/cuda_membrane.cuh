@@ -9,14 +9,14 @@
 //   `stages` chunks deep (a chunk: one or two checkpoint segments of kCheckpointSteps steps).
 //   Loads stay in flight without holding registers, so occupancy stays high on large layers and
 //   the ring can be deep on small ones (few threads per multiprocessor, each needing many loads
-//   in flight). Where every row of a warp's data is 16-byte aligned (features a multiple of 32, contiguous: the common case; the
-//   Wide instances) the lanes of a warp copy 16 bytes each (four or eight neighbouring neurons of
-//   one step) and meet at __syncwarp before reading and refilling; their outputs take the way
-//   back: each thread writes its own over its input's slot, and the lanes store 16-byte pieces
-//   of the warp's outputs after meeting at __syncwarp. Else 4-byte data is copied
-//   and read by each thread for its own slots only, so waiting for its own copies is all the
-//   synchronisation needed, and 2-byte data 4 bytes (two neighbouring neurons) at a time by the
-//   lanes of a warp together, which meet at __syncwarp as wide copies do;
+//   in flight). Where every row of a warp's data is 16-byte aligned (features a multiple of 32,
+//   contiguous: the common case; the Wide instances) the lanes of a warp copy 16 bytes each (four
+//   or eight neighbouring neurons of one step) and meet at __syncwarp before reading and
+//   refilling; their outputs take the way back: each thread writes its own over its input's
+//   slot, and the lanes store 16-byte pieces of the warp's outputs after meeting at __syncwarp.
+//   Else 4-byte data is copied and read by each thread for its own slots only, so waiting for its
+//   own copies is all the synchronisation needed, and 2-byte data 4 bytes (two neighbouring
+//   neurons) at a time by the lanes of a warp together, which meet at __syncwarp as wide copies do;
 // - the synaptic stage (sinabs' tau_syn, SynapseForward) is fused in when present (Syn): the
 //   current is one more register and one more checkpoint, so it never goes through memory;
 // - backward keeps, from its recomputation of a segment, the membrane, dv/dalpha and the gate of
@@ -623,7 +623,8 @@ cudaError_t launch_backward(const MembraneBackwardArgs<float>& a, cudaStream_t s
     using C = std::remove_pointer_t<decltype(cell)>;
     static DeviceLimits cache[kMaxDevices];
     constexpr int S = backward_segments<C, T>();
-    constexpr int64_t stage_bytes = int64_t{kBlock} * (2 * S * K * sizeof(T) + checkpoint_slots<S, Syn>() * sizeof(float));
+    constexpr int64_t stage_bytes =
+        int64_t{kBlock} * (2 * S * K * sizeof(T) + checkpoint_slots<S, Syn>() * sizeof(float));
     constexpr int64_t fixed_bytes = int64_t{kBlock} * scratch_slots<T, Syn>() * sizeof(float);
     static_assert(2 * stage_bytes + fixed_bytes <= kMaxLaunchSharedBytes, "two ring stages per launch");
     error = launch_ring_kernel(membrane_backward_fast<C, T, Syn, Wide>, cache, a, stage_bytes, fixed_bytes, stream);
