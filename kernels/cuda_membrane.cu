@@ -39,8 +39,6 @@ bool fast_path(const MembraneForwardArgs<float>& a) {
          fast::fits_int(a.shape.features * fast::kChunk) && fast::fits_int(a.u.st * fast::kChunk);
 }
 
-int64_t fast_backward_blocks(int64_t neurons) { return (neurons + fast::kBlock - 1) / fast::kBlock; }
-
 bool fast_path(const MembraneBackwardArgs<float>& a) {
   return without_extras(a) && fast::data_ok(a.dtype, a.u, a.shape.features) &&
          fast::data_ok(a.dtype, a.g_out, a.shape.features) && fast::fits_int(a.shape.time) &&

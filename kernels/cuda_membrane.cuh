@@ -33,7 +33,6 @@
 
 #include "cuda_division.cuh"
 #include "cuda_kernels.h"
-#include "cuda_sums.cuh"
 #include "neuron_cell.h"
 
 namespace exodus {
@@ -228,7 +227,6 @@ template <class C, typename T, bool Syn, bool Wide>
 __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) membrane_forward_fast(const MembraneForwardArgs<float> a, int stages) {
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
-  if (n == 0 && a.tau_sums_counter) *a.tau_sums_counter = 0;  // for the backward (TauSums)
   if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data or Wide (F % 32 == 0)
   // steps fit an int (fast_path), and kChunk steps of any row an int offset
   const int steps = static_cast<int>(a.shape.time), chunks = (steps + kChunk - 1) / kChunk;
@@ -391,13 +389,13 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   const float* ckpt = a.ckpt + b * segments * F + f;
   const float* syn_ckpt = Syn ? a.syn.ckpt + b * segments * F + f : nullptr;
   const float alpha_syn = Syn ? a.syn.alpha.at(f) : 0.f;
-  const bool alpha_syn_grad = Syn && (a.syn.g_alpha != nullptr || a.tau_sums.g_tau_syn != nullptr);
+  const bool alpha_syn_grad = Syn && a.syn.g_alpha != nullptr;
   float syn_carry = Syn && a.syn.g_ifinal ? a.syn.g_ifinal[n] : 0.f;  // alpha_syn J_{t+1}
   float g_alpha_syn = 0.f;
   // this thread's input gradient; with Wide, where its stores start (through the ring, over the
   // output gradient once read, as in the forward)
   T* g_u = static_cast<T*>(a.g_u) + b * steps * F + f + (Wide ? WideCopy<T>::lead(F) : 0);
-  const bool alpha_grad = a.g_alpha != nullptr || a.tau_sums.g_tau != nullptr, norm_input = a.p.norm_input;
+  const bool alpha_grad = a.g_alpha != nullptr, norm_input = a.p.norm_input;
 
   // chunk c into a ring stage: its segments c S + j that exist, inputs at slot j K, output
   // gradients at kSteps + j K, checkpoints at j (the current's at S + j)
@@ -523,18 +521,11 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
     Data::template sync<Wide>();
     stage = next_stage(stage, stages);
   }
-  if (a.g_v0) a.g_v0[n] = carry;
-  if (a.g_alpha) a.g_alpha[n] = g_alpha;
+  a.g_v0[n] = carry;
+  if (alpha_grad) a.g_alpha[n] = g_alpha;
   if constexpr (Syn) {
-    if (a.syn.g_i0) a.syn.g_i0[n] = syn_carry;
-    if (a.syn.g_alpha) a.syn.g_alpha[n] = g_alpha_syn;
-  }
-  if (a.tau_sums.present()) {
-    // the block's threads past the last neuron have returned (barriers wait for the others only)
-    const int neurons_here = static_cast<int>(min(int64_t{kBlock}, a.shape.neurons() - blockIdx.x * int64_t{kBlock}));
-    __syncthreads();  // every thread is done with the rings: their shared memory takes the sums
-    finish_tau_sums<kBlock>(a.tau_sums, g_alpha, g_alpha_syn, a.p.alpha.data, a.syn.alpha.data,
-                            reinterpret_cast<float*>(shared), neurons_here);
+    a.syn.g_i0[n] = syn_carry;
+    if (alpha_syn_grad) a.syn.g_alpha[n] = g_alpha_syn;
   }
 }
 
