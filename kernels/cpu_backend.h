@@ -20,6 +20,9 @@ struct CpuBackend {
   template <typename A> static void run(const MembraneBackwardArgs<A>& a);
   template <typename A> static void run(const SynapticForwardArgs<A>& a);
   template <typename A> static void run(const SynapticBackwardArgs<A>& a);
+  // tau's gradient from alpha's per neuron, with PyTorch's operations (ops_autograd.h)
+  static int64_t tau_sums_words(int64_t) { return 0; }
+  static bool sums_taus_in_kernel(const MembraneBackwardArgs<float>&) { return false; }
 };
 
 }  // namespace exodus

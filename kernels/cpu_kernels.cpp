@@ -167,7 +167,7 @@ void membrane_block(const MembraneBackwardArgs<A>& a, int64_t b, int64_t f0, int
   }
   for (int64_t j = 0; j < width; ++j) {
     const int64_t n = b * F + f0 + j;
-    a.g_v0[n] = carry[j];
+    if (a.g_v0) a.g_v0[n] = carry[j];
     if (a.g_alpha) a.g_alpha[n] = g_alpha[j] + pending[j] * a.v0[n];
   }
 }
@@ -463,9 +463,9 @@ void membrane_cells(const MembraneBackwardArgs<A>& a, int64_t b, int64_t f0, int
   }
   for (int64_t j = 0; j < width; ++j) {
     const int64_t n = b * F + f0 + j;
-    a.g_v0[n] = carry[j];
+    if (a.g_v0) a.g_v0[n] = carry[j];
     if (alpha_grad) a.g_alpha[n] = g_alpha[j];
-    if (syn) a.syn.g_i0[n] = syn_carry[j];
+    if (syn && a.syn.g_i0) a.syn.g_i0[n] = syn_carry[j];
     if (alpha_syn_grad) a.syn.g_alpha[n] = g_alpha_syn[j];
   }
 }

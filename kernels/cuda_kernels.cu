@@ -20,6 +20,9 @@ constexpr int kMaxThreads = 256;
 template <typename T, typename A>
 __global__ void __launch_bounds__(kMaxThreads, 4) membrane_forward_kernel(const MembraneForwardArgs<A> a) {
   const int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  // for a backward on the fast kernels (TauSums): it can follow this forward where only the
+  // forward has extras (recorded states that get no gradient)
+  if (n == 0 && a.tau_sums_counter) *a.tau_sums_counter = 0;
   if (n < a.shape.neurons()) membrane_forward_neuron<T, A>(a, n / a.shape.features, n % a.shape.features);
 }
 
@@ -81,6 +84,13 @@ bool fast_kernels_enabled() {
   return enabled;
 }
 
+// TauSums are summed by the fast backward only (sums_taus_in_kernel): a call that sets them and
+// would reach the general kernels is refused, never run with its gradient of tau left unwritten.
+template <typename A>
+bool general_kernels_take(const MembraneBackwardArgs<A>& a) { return !a.tau_sums.present(); }
+template <class Args>
+bool general_kernels_take(const Args&) { return true; }
+
 template <typename A, template <typename> class Args>
 bool ran_fast(const Args<A>& a, cudaStream_t stream, cudaError_t& error) {
   if constexpr (std::is_same<A, float>::value &&
@@ -94,11 +104,14 @@ bool ran_fast(const Args<A>& a, cudaStream_t stream, cudaError_t& error) {
 
 }  // namespace
 
+bool sums_taus_in_kernel(const MembraneBackwardArgs<float>& a) { return fast_kernels_enabled() && fast_path(a); }
+
 #define EXODUS_DEFINE_LAUNCH(ARGS, KERNEL)                                                   \
   template <typename A>                                                                      \
   cudaError_t launch(const ARGS<A>& a, cudaStream_t stream) {                                \
     cudaError_t fast_error = cudaSuccess;                                                    \
     if (ran_fast(a, stream, fast_error)) return fast_error;                                  \
+    if (!general_kernels_take(a)) return cudaErrorInvalidValue;                              \
     const int64_t neurons = a.shape.neurons();                                               \
     const int threads = threads_for(neurons);                                                \
     const unsigned blocks = static_cast<unsigned>((neurons + threads - 1) / threads);        \

@@ -19,6 +19,13 @@ bool fast_path(const MembraneBackwardArgs<float>& a);
 cudaError_t launch_fast(const MembraneForwardArgs<float>& a, cudaStream_t stream);
 cudaError_t launch_fast(const MembraneBackwardArgs<float>& a, cudaStream_t stream);
 
+// Whether a backward call's scalar taus can have their gradients summed inside its kernel
+// (TauSums: the fast kernels take it), and the scratch words that needs for a call of `neurons`
+// neurons (the partials of two taus and the counter), which the forward allocates behind its
+// checkpoints.
+bool sums_taus_in_kernel(const MembraneBackwardArgs<float>& a);
+int64_t tau_sums_words(int64_t neurons);
+
 // tau's gradient from alpha's per-neuron gradient (cuda_decay.cu), for float and double; the
 // partial sums' count for one tau of n = rows * cols neurons.
 int decay_grad_blocks(int64_t n);

@@ -39,6 +39,9 @@ bool fast_path(const MembraneForwardArgs<float>& a) {
          fast::fits_int(a.shape.features * fast::kChunk) && fast::fits_int(a.u.st * fast::kChunk);
 }
 
+// two partials per block of the fast backward's grid, then the counter
+int64_t tau_sums_words(int64_t neurons) { return 2 * fast::blocks_for(neurons) + 1; }
+
 bool fast_path(const MembraneBackwardArgs<float>& a) {
   return without_extras(a) && fast::data_ok(a.dtype, a.u, a.shape.features) &&
          fast::data_ok(a.dtype, a.g_out, a.shape.features) && fast::fits_int(a.shape.time) &&

@@ -33,6 +33,7 @@
 
 #include "cuda_division.cuh"
 #include "cuda_kernels.h"
+#include "cuda_sums.cuh"
 #include "neuron_cell.h"
 
 namespace exodus {
@@ -227,6 +228,7 @@ template <class C, typename T, bool Syn, bool Wide>
 __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) membrane_forward_fast(const MembraneForwardArgs<float> a, int stages) {
   extern __shared__ __align__(16) unsigned char shared[];
   const int64_t n = blockIdx.x * static_cast<int64_t>(kBlock) + threadIdx.x;
+  if (n == 0 && a.tau_sums_counter) *a.tau_sums_counter = 0;  // for the backward (TauSums)
   if (n >= a.shape.neurons()) return;  // whole warps with 2-byte data or Wide (F % 32 == 0)
   // steps fit an int (fast_path), and kChunk steps of any row an int offset
   const int steps = static_cast<int>(a.shape.time), chunks = (steps + kChunk - 1) / kChunk;
@@ -389,13 +391,13 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   const float* ckpt = a.ckpt + b * segments * F + f;
   const float* syn_ckpt = Syn ? a.syn.ckpt + b * segments * F + f : nullptr;
   const float alpha_syn = Syn ? a.syn.alpha.at(f) : 0.f;
-  const bool alpha_syn_grad = Syn && a.syn.g_alpha != nullptr;
+  const bool alpha_syn_grad = Syn && (a.syn.g_alpha != nullptr || a.tau_sums.g_tau_syn != nullptr);
   float syn_carry = Syn && a.syn.g_ifinal ? a.syn.g_ifinal[n] : 0.f;  // alpha_syn J_{t+1}
   float g_alpha_syn = 0.f;
   // this thread's input gradient; with Wide, where its stores start (through the ring, over the
   // output gradient once read, as in the forward)
   T* g_u = static_cast<T*>(a.g_u) + b * steps * F + f + (Wide ? WideCopy<T>::lead(F) : 0);
-  const bool alpha_grad = a.g_alpha != nullptr, norm_input = a.p.norm_input;
+  const bool alpha_grad = a.g_alpha != nullptr || a.tau_sums.g_tau != nullptr, norm_input = a.p.norm_input;
 
   // chunk c into a ring stage: its segments c S + j that exist, inputs at slot j K, output
   // gradients at kSteps + j K, checkpoints at j (the current's at S + j)
@@ -521,13 +523,23 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
     Data::template sync<Wide>();
     stage = next_stage(stage, stages);
   }
-  a.g_v0[n] = carry;
-  if (alpha_grad) a.g_alpha[n] = g_alpha;
+  if (a.g_v0) a.g_v0[n] = carry;
+  if (a.g_alpha) a.g_alpha[n] = g_alpha;
   if constexpr (Syn) {
-    a.syn.g_i0[n] = syn_carry;
-    if (alpha_syn_grad) a.syn.g_alpha[n] = g_alpha_syn;
+    if (a.syn.g_i0) a.syn.g_i0[n] = syn_carry;
+    if (a.syn.g_alpha) a.syn.g_alpha[n] = g_alpha_syn;
+  }
+  if (a.tau_sums.present()) {
+    // the block's threads past the last neuron have returned (barriers wait for the others only)
+    const int neurons_here = static_cast<int>(min(int64_t{kBlock}, a.shape.neurons() - blockIdx.x * int64_t{kBlock}));
+    __syncthreads();  // every thread is done with the rings: their shared memory takes the sums
+    finish_tau_sums<kBlock>(a.tau_sums, g_alpha, g_alpha_syn, a.p.alpha.data, a.syn.alpha.data,
+                            reinterpret_cast<float*>(shared), neurons_here);
   }
 }
+
+// Blocks of a fast kernel's grid for `neurons` neurons (also the count of TauSums' partials).
+inline int64_t blocks_for(int64_t neurons) { return (neurons + kBlock - 1) / kBlock; }
 
 // What a launch needs to know of a device and a kernel, looked up once per device.
 struct DeviceLimits {
@@ -559,7 +571,7 @@ int pick_stages(Kernel kernel, DeviceLimits (&cache)[kMaxDevices], int64_t neuro
   const DeviceLimits l = limits_of(kernel, cache);
   const int sms = l.sms, smem = l.smem, blocks_by_regs = l.blocks_by_regs;
   if (sms <= 0 || smem <= 0 || blocks_by_regs <= 0) return 2;
-  const int64_t blocks = (neurons + kBlock - 1) / kBlock;
+  const int64_t blocks = blocks_for(neurons);
   int64_t per_sm = (blocks + sms - 1) / sms;
   if (per_sm > blocks_by_regs) per_sm = blocks_by_regs;
   const int64_t budget = smem - per_sm * (1024 + fixed_bytes);  // the runtime reserves 1 KB per block
@@ -595,7 +607,7 @@ template <typename Args>
 cudaError_t launch_ring_kernel(void (*kernel)(Args, int), DeviceLimits (&cache)[kMaxDevices], const Args& a,
                                int64_t stage_bytes, int64_t fixed_bytes, cudaStream_t stream) {
   const int64_t neurons = a.shape.neurons();
-  const unsigned blocks = static_cast<unsigned>((neurons + kBlock - 1) / kBlock);
+  const unsigned blocks = static_cast<unsigned>(blocks_for(neurons));
   const int stages = pick_stages(kernel, cache, neurons, stage_bytes, fixed_bytes);
   kernel<<<blocks, kBlock, stages * stage_bytes + fixed_bytes, stream>>>(a, stages);
   return cudaGetLastError();

@@ -76,6 +76,15 @@ EXODUS_HD A decay_of_tau(A tau) {
 #endif
 }
 
+// tau's gradient from alpha's summed gradient, with autograd's arithmetic for alpha = exp(-1/tau):
+// exp's backward (times alpha), then the reciprocal's (times (1/tau)^2; with "times -1" the two
+// signs cancel exactly).
+template <typename A>
+EXODUS_HD A tau_grad_of(A g_alpha, A tau) {
+  const A reciprocal = A(1) / tau;
+  return (g_alpha * decay_of_tau(tau)) * (reciprocal * reciprocal);
+}
+
 // A neuron parameter: one value (stride 0) or one per feature (stride 1); never per batch. With
 // from_tau (alphas on the GPU) the data are time constants tau and the value is exp(-1/tau), so
 // alpha costs no launch of its own and is read live from tau; read once per neuron.
@@ -126,7 +135,7 @@ struct SynapseBackward {
   const A* i0 = nullptr;
   const A* ckpt = nullptr;
   const A* g_ifinal = nullptr;  // (B, F) or null
-  A* g_i0 = nullptr;            // (B, F)
+  A* g_i0 = nullptr;            // (B, F), or null when i0 needs no gradient
   A* g_alpha = nullptr;         // (B, F) per-neuron sums, or null
   EXODUS_HD bool present() const { return alpha.present(); }
 };
@@ -145,6 +154,25 @@ struct MembraneForwardArgs {
   A* v_final;    // (B, F)
   A* out_sum;    // (B, F) sum of out over time (firing rates without a pass over out); may be null
   SynapseForward<A> syn;  // u is the synapse's input x when present
+  // TauSums::counter of the backward of this call, zeroed here (by one thread) so that the
+  // backward needs no memset launch of its own; may be null
+  unsigned* tau_sums_counter = nullptr;
+};
+
+// One tau (or tau_syn) of a call, its gradient summed inside the fast backward kernel instead of
+// written per neuron and summed by a launch of its own (cuda_decay.cu): each block adds its
+// neurons' gradients of alpha in a fixed tree into partials[block] (and, for tau_syn,
+// partials[blocks + block]); the block that finishes last, counted in *counter, adds the
+// partials in index order and applies tau_grad_of, so the result does not depend on which block
+// is last. The counter is zero before the kernel (the forward kernel wrote it) and after it (the
+// last block resets it, for a second backward of the same graph).
+template <typename A>
+struct TauSums {
+  A* g_tau = nullptr;      // (1,): tau's gradient, or null (alpha's gradient per neuron in g_alpha, or none)
+  A* g_tau_syn = nullptr;  // (1,): tau_syn's, likewise with syn.g_alpha
+  A* partials = nullptr;   // (2 * blocks,)
+  unsigned* counter = nullptr;
+  EXODUS_HD bool present() const { return counter != nullptr; }
 };
 
 template <typename A>
@@ -162,9 +190,10 @@ struct MembraneBackwardArgs {
   const A* v0;        // (B, F)
   const A* sigma;     // (B, T, F) surrogate values when surrogate.kind == Given
   void* g_u;          // (B, T, F)
-  A* g_v0;            // (B, F)
-  A* g_alpha;         // (B, F) per-neuron sums, or null when alpha needs no gradient
+  A* g_v0 = nullptr;     // (B, F), or null when v0 needs no gradient
+  A* g_alpha = nullptr;  // (B, F) per-neuron sums, or null when alpha needs no gradient (or TauSums has it)
   SynapseBackward<A> syn;  // g_u is the gradient of the synapse's input x when present
+  TauSums<A> tau_sums;     // fast kernels only (ops_impl.h asks the backend)
 };
 
 template <typename A>

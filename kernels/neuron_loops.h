@@ -184,10 +184,10 @@ EXODUS_HD void membrane_backward_neuron(const MembraneBackwardArgs<A>& a, int64_
       carry = nrn.alpha * grad_v;
     }
   }
-  a.g_v0[n] = carry;
+  if (a.g_v0) a.g_v0[n] = carry;
   if (a.g_alpha) a.g_alpha[n] = g_alpha + pending * a.v0[n];
   if (syn) {
-    a.syn.g_i0[n] = syn_carry;
+    if (a.syn.g_i0) a.syn.g_i0[n] = syn_carry;
     if (a.syn.g_alpha) a.syn.g_alpha[n] = g_alpha_syn;
   }
 }

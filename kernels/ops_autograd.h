@@ -3,10 +3,12 @@
 //
 // A layer call then costs one operator call from Python, and its backward runs without Python:
 // the autograd engine calls backward() below directly, which runs the backward kernels and turns
-// the per-neuron gradient of alpha into the gradients of alpha or of tau itself. Given tau (an
-// ops.Decay), forward computes alpha = exp(-1/tau) from tau's values at every call, as sinabs
-// does (so bit-identical to its alpha, and never stale, whichever way tau was changed): on CUDA
-// inside the membrane kernels (Decay below).
+// the per-neuron gradient of alpha into the gradients of alpha or of tau itself (a scalar tau's
+// the fast CUDA backward kernel sums itself: TauSums in kernel_args.h). Gradients of states that
+// need none (v0, i0: the layers' states after reset_states) are neither allocated nor stored.
+// Given tau (an ops.Decay), forward computes alpha = exp(-1/tau) from tau's values at every call,
+// as sinabs does (so bit-identical to its alpha, and never stale, whichever way tau was changed):
+// on CUDA inside the membrane kernels (Decay below).
 // Surrogates evaluated in PyTorch (SurrogateKind::Given) keep the Python Function of
 // exodus_jit/ops/functional.py, which calls the same Ops.
 #pragma once
@@ -238,9 +240,15 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     const Decay decay_syn{alpha_syn, (from_tau & 2) != 0, saved[kSavedDecaySyn], saved[kSavedReciprocalSqSyn]};
     const bool alpha_grad = needs(kArgAlpha) || needs(kArgTau);
     const bool alpha_syn_grad = syn && (needs(kArgAlphaSyn) || needs(kArgTauSyn));
-    // no placeholder tensors for the gradients not computed
-    auto [g_u, g_v0, g_alpha, g_i0, g_alpha_syn] = Ops<Backend>::template membrane_backward<false>(
-        g_out, grad_or_none(grad_of(outputs.out_sum)), grad_or_none(grad_of(outputs.w_rec)),
+    // no placeholder tensors for the gradients not computed; scalar taus' gradients summed in the
+    // backward kernel where the backend can (TauSums), saving a launch, a memset and allocations
+    BackwardRequest request;
+    request.v0_grad = needs(kArgV0);
+    request.i0_grad = needs(kArgI0);
+    request.sum_tau = needs(kArgTau);  // where tau is scalar and alpha from_tau (backward_grads checks)
+    request.sum_tau_syn = needs(kArgTauSyn);
+    const BackwardGrads g = Ops<Backend>::template backward_grads<false>(
+        request, g_out, grad_or_none(grad_of(outputs.out_sum)), grad_or_none(grad_of(outputs.w_rec)),
         grad_or_none(grad_of(outputs.v_final)), saved[kSavedCkpt], u, saved[kSavedV0], alpha,
         saved[kSavedThreshold], saved[kSavedSubtract], saved_or_none(saved[kSavedMinV]), o.reset_value, o.spike_kind,
         o.max_spikes, o.reset_kind, o.norm_input, o.surrogate_kind, o.surrogate_params, c10::nullopt, alpha_grad,
@@ -248,13 +256,17 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
         saved_or_none(alpha_syn), alpha_syn_grad, decay.from_tau, decay_syn.from_tau);
 
     variable_list result(kArgCount);
-    if (needs(kArgU)) result[kArgU] = g_u;
-    if (needs(kArgV0)) result[kArgV0] = g_v0;
-    if (needs(kArgAlpha)) result[kArgAlpha] = reduce_param_grad(g_alpha, alpha);
-    if (needs(kArgTau)) result[kArgTau] = decay_grad<Backend>(g_alpha, saved[kSavedTau], decay, features);
-    if (needs(kArgI0)) result[kArgI0] = g_i0;
-    if (needs(kArgAlphaSyn)) result[kArgAlphaSyn] = reduce_param_grad(g_alpha_syn, alpha_syn);
-    if (needs(kArgTauSyn)) result[kArgTauSyn] = decay_grad<Backend>(g_alpha_syn, saved[kSavedTauSyn], decay_syn, features);
+    if (needs(kArgU)) result[kArgU] = g.g_u;
+    if (needs(kArgV0)) result[kArgV0] = g.g_v0;
+    if (needs(kArgAlpha)) result[kArgAlpha] = reduce_param_grad(g.g_alpha, alpha);
+    if (needs(kArgTau))
+      result[kArgTau] = g.g_tau.defined() ? g.g_tau : decay_grad<Backend>(g.g_alpha, saved[kSavedTau], decay, features);
+    if (needs(kArgI0)) result[kArgI0] = g.g_i0;
+    if (needs(kArgAlphaSyn)) result[kArgAlphaSyn] = reduce_param_grad(g.g_alpha_syn, alpha_syn);
+    if (needs(kArgTauSyn))
+      result[kArgTauSyn] = g.g_tau_syn.defined()
+                               ? g.g_tau_syn
+                               : decay_grad<Backend>(g.g_alpha_syn, saved[kSavedTauSyn], decay_syn, features);
     result.emplace_back();  // the `save` flag
     return result;
   }

@@ -23,9 +23,13 @@ struct CudaBackend {
     C10_CUDA_CHECK(launch(a, c10::cuda::getCurrentCUDAStream().stream()));
   }
 
-  // alpha = exp(-1/tau) computed by the membrane kernels from tau (Param::from_tau), and tau's
-  // gradient from alpha's per-neuron one (B, F') in one launch (cuda_decay.cu); tau: (1,) or
-  // (F',) values, contiguous, in the state dtype.
+  // The fast backward kernels sum a scalar tau's gradient themselves (TauSums, kernel_args.h).
+  static int64_t tau_sums_words(int64_t neurons) { return exodus::tau_sums_words(neurons); }
+  static bool sums_taus_in_kernel(const MembraneBackwardArgs<float>& a) { return exodus::sums_taus_in_kernel(a); }
+
+  // alpha = exp(-1/tau) computed by the membrane kernels from tau (Param::from_tau), and, where
+  // the backward kernel did not sum it (TauSums), tau's gradient from alpha's per-neuron one
+  // (B, F') in one launch (cuda_decay.cu); tau: (1,) or (F',) values, contiguous, in the state dtype.
   static constexpr bool kDecayInKernels = true;
   static at::Tensor decay_grad(const at::Tensor& g_alpha, const at::Tensor& tau) {
     Guard guard(g_alpha);

@@ -7,10 +7,15 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/util/ArrayRef.h>
+#include <c10/util/accumulate.h>
+#include <c10/util/strides.h>
 #include <torch/library.h>
 
 #include <tuple>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernel_args.h"
@@ -109,8 +114,44 @@ void with_state_type(at::ScalarType st, Fill fill) {
   else fill(float{});
 }
 
+// Checkpoints of `shape` in the state type st, with `scratch` more words behind them in the same
+// allocation (TauSums), or none.
+inline at::Tensor checkpoints_with_scratch(const at::Tensor& u, at::IntArrayRef shape, at::ScalarType st,
+                                           int64_t scratch) {
+  if (scratch == 0) return at::empty(shape, u.options().dtype(st));
+  const int64_t numel = c10::multiply_integers(shape);
+  return at::empty({numel + scratch}, u.options().dtype(st)).as_strided(shape, c10::contiguous_strides(shape), 0);
+}
+
+// The partials and the counter of TauSums behind float32 checkpoints `words` long, or nulls where
+// the checkpoints' storage does not hold them (not from membrane_forward: a checkpoint tensor
+// given to the operator by hand).
+inline std::pair<float*, unsigned*> tau_sums_scratch(const at::Tensor& ckpt, int64_t words) {
+  if (ckpt.scalar_type() != at::kFloat || !ckpt.is_contiguous() ||
+      ckpt.storage().nbytes() < (ckpt.storage_offset() + ckpt.numel() + words) * sizeof(float))
+    return {nullptr, nullptr};
+  float* partials = ckpt.data_ptr<float>() + ckpt.numel();
+  return {partials, reinterpret_cast<unsigned*>(partials + words - 1)};
+}
+
+// What the C++ autograd path (ops_autograd.h) asks of a backward beyond the operator's arguments:
+// which state gradients it needs, and whether it takes tau's (tau_syn's) gradient itself where
+// the backend's kernel can sum it (a scalar tau given as alpha from_tau: TauSums) instead of
+// alpha's per neuron.
+struct BackwardRequest {
+  bool v0_grad = true, i0_grad = true;
+  bool sum_tau = false, sum_tau_syn = false;
+};
+
+// The gradients of a backward; g_tau (g_tau_syn), in tau's shape, defined where the kernel
+// summed it (TauSums), and then g_alpha (g_alpha_syn) is not.
+struct BackwardGrads {
+  at::Tensor g_u, g_v0, g_alpha, g_i0, g_alpha_syn, g_tau, g_tau_syn;
+};
+
 // Backend provides: template <typename A> static void run(const Args<A>&) for each Args struct,
-// and a Guard type constructed from the input tensor (device guard; nothing on the CPU).
+// a Guard type constructed from the input tensor (device guard; nothing on the CPU), and the
+// in-kernel sums of TauSums: tau_sums_words(neurons) (0: none) and sums_taus_in_kernel(args).
 template <class Backend>
 struct Ops {
   // alpha given as tau (the kernels compute exp(-1/tau)) only where the kernels do it as PyTorch does
@@ -139,8 +180,16 @@ struct Ops {
     TORCH_CHECK_VALUE(!syn || (!record && save != static_cast<int64_t>(SaveKind::Trajectory)),
                       "the fused synaptic stage does not record states or keep the membrane trajectory");
     at::Tensor out = at::empty({shape.batch, shape.time, shape.features}, u.options());
+    // where the backward can sum a scalar tau's gradient in its kernel (TauSums), its scratch
+    // travels behind the checkpoints, in their allocation, its counter zeroed by this launch
+    const bool scalar_tau = (alpha_from_tau && alpha.numel() == 1) ||
+                            (syn && alpha_syn_from_tau && alpha_syn->numel() == 1);
+    const int64_t tau_sums_words =
+        save == static_cast<int64_t>(SaveKind::Checkpoints) && st == at::kFloat && scalar_tau
+            ? Backend::tau_sums_words(shape.neurons())
+            : 0;
     at::Tensor saved = save == static_cast<int64_t>(SaveKind::Checkpoints)
-                           ? at::empty(checkpoint_shape(shape, syn), u.options().dtype(st))
+                           ? checkpoints_with_scratch(u, checkpoint_shape(shape, syn), st, tau_sums_words)
                        : save == static_cast<int64_t>(SaveKind::Trajectory)
                            ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
                            : none(st);
@@ -164,6 +213,7 @@ struct Ops {
       a.w_rec = record ? w_rec.data_ptr<A>() : nullptr;
       a.v_final = v_final.data_ptr<A>();
       a.out_sum = sum_out ? out_sum.data_ptr<A>() : nullptr;
+      if (tau_sums_words > 0) a.tau_sums_counter = tau_sums_scratch(saved, tau_sums_words).second;
       if (syn) {
         a.syn.alpha = param<A>(u, *alpha_syn, shape.features, "alpha_syn", keep, alpha_syn_from_tau);
         a.syn.i0 = state_ptr<A>(u, *i0, {shape.batch, shape.features}, "i0", keep);
@@ -176,12 +226,30 @@ struct Ops {
     return {out, saved, w_rec, v_final, out_sum, i_final};
   }
 
-  // The operator membrane_backward; Placeholders: as membrane_forward's, for the gradients it
-  // does not compute.
-  template <bool Placeholders = true>
+  // The operator membrane_backward: all gradients asked for by its arguments, placeholders
+  // (empty tensors) for those it does not compute.
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_backward(
       const at::Tensor& g_out, const c10::optional<at::Tensor>& g_out_sum, const c10::optional<at::Tensor>& g_wrec,
       const c10::optional<at::Tensor>& g_vfinal,
+      const at::Tensor& ckpt, const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha,
+      const at::Tensor& threshold, const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v,
+      double reset_value, int64_t spike_kind, int64_t max_spikes, int64_t reset_kind, bool norm_input,
+      int64_t surrogate_kind, at::ArrayRef<double> surrogate_params, const c10::optional<at::Tensor>& sigma,
+      bool alpha_grad, const c10::optional<at::Tensor>& g_ifinal, const c10::optional<at::Tensor>& i0,
+      const c10::optional<at::Tensor>& alpha_syn, bool alpha_syn_grad, bool alpha_from_tau, bool alpha_syn_from_tau) {
+    BackwardGrads g = backward_grads<true>(
+        BackwardRequest{}, g_out, g_out_sum, g_wrec, g_vfinal, ckpt, u, v0, alpha, threshold, subtract, min_v,
+        reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, surrogate_params, sigma,
+        alpha_grad, g_ifinal, i0, alpha_syn, alpha_syn_grad, alpha_from_tau, alpha_syn_from_tau);
+    return {g.g_u, g.g_v0, g.g_alpha, g.g_i0, g.g_alpha_syn};
+  }
+
+  // membrane_backward's work, with a request (BackwardRequest) beyond its arguments; Placeholders:
+  // as membrane_forward's, for the gradients it does not compute.
+  template <bool Placeholders>
+  static BackwardGrads backward_grads(
+      const BackwardRequest& request, const at::Tensor& g_out, const c10::optional<at::Tensor>& g_out_sum,
+      const c10::optional<at::Tensor>& g_wrec, const c10::optional<at::Tensor>& g_vfinal,
       const at::Tensor& ckpt, const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha,
       const at::Tensor& threshold, const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v,
       double reset_value, int64_t spike_kind, int64_t max_spikes, int64_t reset_kind, bool norm_input,
@@ -204,12 +272,11 @@ struct Ops {
     const bool syn = check_synapse(i0, alpha_syn);
     TORCH_CHECK_VALUE(!syn || (!g_wrec.has_value() && (surrogate_kind != 0 || spike_kind == 0)),
                       "the fused synaptic stage takes no recorded states' or given surrogate's gradients");
-    at::Tensor g_u = at::empty({shape.batch, shape.time, shape.features}, u.options());
-    at::Tensor g_v0 = at::empty({shape.batch, shape.features}, u.options().dtype(st));
-    at::Tensor g_alpha = alpha_grad ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
-    at::Tensor g_i0 = syn ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
-    at::Tensor g_alpha_syn = syn && alpha_syn_grad ? at::empty({shape.batch, shape.features}, u.options().dtype(st))
-                                                   : none(st);
+    auto per_neuron = [&] { return at::empty({shape.batch, shape.features}, u.options().dtype(st)); };
+    BackwardGrads grads;
+    grads.g_u = at::empty({shape.batch, shape.time, shape.features}, u.options());
+    grads.g_v0 = request.v0_grad ? per_neuron() : none(st);
+    grads.g_i0 = syn && request.i0_grad ? per_neuron() : none(st);
     std::vector<at::Tensor> keep;
     const std::vector<int64_t> full = {shape.batch, shape.time, shape.features};
     auto fill = [&](auto zero) {
@@ -230,21 +297,49 @@ struct Ops {
       a.u = view3(u);
       a.v0 = state_ptr<A>(u, v0, {shape.batch, shape.features}, "v0", keep);
       a.sigma = surrogate_kind == 0 && sigma.has_value() ? state_ptr<A>(u, *sigma, full, "sigma", keep) : nullptr;
-      a.g_u = g_u.data_ptr();
-      a.g_v0 = g_v0.data_ptr<A>();
-      a.g_alpha = alpha_grad ? g_alpha.data_ptr<A>() : nullptr;
+      a.g_u = grads.g_u.data_ptr();
+      a.g_v0 = request.v0_grad ? grads.g_v0.template data_ptr<A>() : nullptr;
       if (syn) {
         a.syn.alpha = param<A>(u, *alpha_syn, shape.features, "alpha_syn", keep, alpha_syn_from_tau);
         a.syn.i0 = state_ptr<A>(u, *i0, {shape.batch, shape.features}, "i0", keep);
         a.syn.ckpt = a.ckpt + shape.batch * checkpoints(shape.time) * shape.features;
         a.syn.g_ifinal = g_ifinal.has_value() ? state_ptr<A>(u, *g_ifinal, {shape.batch, shape.features}, "grad of final i_syn", keep) : nullptr;
-        a.syn.g_i0 = g_i0.data_ptr<A>();
-        a.syn.g_alpha = alpha_syn_grad ? g_alpha_syn.data_ptr<A>() : nullptr;
+        a.syn.g_i0 = request.i0_grad ? grads.g_i0.template data_ptr<A>() : nullptr;
+      }
+      // scalar taus' gradients summed in the kernel where it can (TauSums), else alpha's per neuron
+      if constexpr (std::is_same<A, float>::value) {
+        const bool tau = request.sum_tau && alpha_grad && alpha_from_tau && alpha.numel() == 1;
+        const bool tau_syn =
+            request.sum_tau_syn && syn && alpha_syn_grad && alpha_syn_from_tau && alpha_syn->numel() == 1;
+        const auto [partials, counter] = tau || tau_syn
+                                             ? tau_sums_scratch(ckpt, Backend::tau_sums_words(shape.neurons()))
+                                             : std::pair<float*, unsigned*>{nullptr, nullptr};
+        if (counter != nullptr && shape.neurons() > 0 && Backend::sums_taus_in_kernel(a)) {
+          a.tau_sums.partials = partials;
+          a.tau_sums.counter = counter;
+          if (tau) {
+            grads.g_tau = at::empty_like(alpha);
+            a.tau_sums.g_tau = grads.g_tau.data_ptr<float>();
+          }
+          if (tau_syn) {
+            grads.g_tau_syn = at::empty_like(*alpha_syn);
+            a.tau_sums.g_tau_syn = grads.g_tau_syn.data_ptr<float>();
+          }
+        }
+      }
+      if (!grads.g_tau.defined()) {
+        grads.g_alpha = alpha_grad ? per_neuron() : none(st);
+        a.g_alpha = alpha_grad ? grads.g_alpha.template data_ptr<A>() : nullptr;
+      }
+      if (syn && !grads.g_tau_syn.defined()) {
+        grads.g_alpha_syn = alpha_syn_grad ? per_neuron() : none(st);
+        a.syn.g_alpha = alpha_syn_grad ? grads.g_alpha_syn.template data_ptr<A>() : nullptr;
       }
       if (shape.neurons() > 0) Backend::run(a);
     };
     with_state_type(st, fill);
-    return {g_u, g_v0, g_alpha, g_i0, g_alpha_syn};
+    if (!syn) grads.g_alpha_syn = none(st);
+    return grads;
   }
 
   static std::tuple<at::Tensor, at::Tensor> synaptic_forward(const at::Tensor& x, const at::Tensor& i0,
@@ -322,7 +417,7 @@ struct Ops {
           "Tensor? sigma, bool alpha_grad, Tensor? g_ifinal=None, Tensor? i0=None, Tensor? alpha_syn=None, "   \
           "bool alpha_syn_grad=False, bool alpha_from_tau=False, bool alpha_syn_from_tau=False) "              \
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",                                                        \
-          &exodus::Ops<BACKEND>::membrane_backward<true>);                                                      \
+          &exodus::Ops<BACKEND>::membrane_backward);                                                            \
     m.def("synaptic_forward(Tensor x, Tensor i0, Tensor alpha) -> (Tensor, Tensor)",                            \
           &exodus::Ops<BACKEND>::synaptic_forward);                                                             \
     m.def("synaptic_backward(Tensor g_i, Tensor? g_final, Tensor i_all, Tensor x, Tensor i0, Tensor alpha, "    \

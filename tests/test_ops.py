@@ -239,6 +239,99 @@ def test_tau_gradient_sum_on_the_gpu_is_deterministic_and_exact(features, kernel
     assert rel_err(first, exact) <= max(rel_err(autograd, exact), torch.finfo(torch.float32).eps) * 4
 
 
+def _taus_grads(x, weights, alpha_of, record_states, calls=1):
+    """tau's and tau_syn's gradients of one loss through ops.membrane with a fused synaptic stage
+    (alpha and alpha_syn made from the taus by alpha_of), from `calls` backwards of one graph."""
+    B, _, F = x.shape
+    state = torch.float64 if x.dtype == torch.float64 else torch.float32
+    tau = torch.tensor(7.0, dtype=state, device=x.device, requires_grad=True)
+    tau_syn = torch.tensor(3.0, dtype=state, device=x.device, requires_grad=True)
+    zeros = torch.zeros(B, F, dtype=state, device=x.device)
+    r = ops.membrane(x, zeros, alpha_of(tau), 1.0, norm_input=True, record_states=record_states, i_syn=zeros.clone(),
+                     alpha_syn=alpha_of(tau_syn))
+    loss = (r.output.to(state) * weights.to(state)).sum() + r.v_final.sum()
+    return [torch.autograd.grad(loss, [tau, tau_syn], retain_graph=True) for _ in range(calls)]
+
+
+def _cuda_kernel_names(fn) -> list:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("shape", [(3, 45, 5), (2, 20, 1000), (4, 9, 16384)], ids=["15", "2000", "65536"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("record_states", [False, True], ids=["fast_forward", "general_forward"])
+def test_scalar_taus_gradients_are_summed_in_the_backward_kernel(shape, dtype, record_states, kernels_backend):
+    """The fast backward sums scalar taus' gradients itself (TauSums): a partial sum per block
+    (threads past the last neuron add zero), the last block to finish adds the partials in index
+    order; its counter is zeroed by the forward kernel (also the general one, which records the
+    states while the backward runs fast) and again by the last block. Checked: tau's and tau_syn's
+    gradients as close to float64's as autograd's through alpha tensors are (within 4x), the same
+    bits from a second backward of the graph and from a second call, and no launch of the
+    separate sum (cuda_decay.cu). With record_states the synaptic stage runs before the membrane
+    (synaptic_current, alpha_syn from PyTorch's operations), so only tau's gradient is summed in
+    the kernel."""
+    torch.manual_seed(2)
+    x = (torch.randn(shape, device="cuda") * 3).to(dtype)
+    weights = torch.randn(shape, device="cuda")
+    first, again = _taus_grads(x, weights, ops.Decay, record_states, calls=2)
+    (second,) = _taus_grads(x, weights, ops.Decay, record_states)
+    (autograd,) = _taus_grads(x, weights, lambda t: torch.exp(-1.0 / t), record_states)
+    (exact,) = _taus_grads(x.double(), weights, lambda t: torch.exp(-1.0 / t), record_states)
+    for got, got_again, got_second, reference, truth in zip(first, again, second, autograd, exact):
+        assert got.abs() > 0
+        assert torch.equal(got, got_again) and torch.equal(got, got_second)
+        assert rel_err(got, truth) <= max(rel_err(reference, truth), torch.finfo(torch.float32).eps) * 4
+    kernels = _cuda_kernel_names(lambda: _taus_grads(x, weights, ops.Decay, record_states))
+    assert any("membrane_backward_fast" in name for name in kernels)
+    assert not [name for name in kernels if "decay_grad" in name]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_per_feature_tau_gradient_takes_the_separate_sum(kernels_backend):
+    """A tau per feature is summed over the batch by cuda_decay.cu's launch (the in-kernel sums
+    take scalar taus only), to the rounding of autograd's sum."""
+    x = torch.randn(3, 30, 64, device="cuda") * 3
+    v0 = torch.zeros(3, 64, device="cuda")
+    tau = torch.rand(64, device="cuda") * 10 + 2
+    weights = torch.randn_like(x)
+    kernels = _cuda_kernel_names(lambda: _tau_grads(x, v0, tau, weights, (ops.Decay,)))
+    assert any("decay_grad_per_feature" in name for name in kernels)
+    decay, autograd = _tau_grads(x, v0, tau, weights, (ops.Decay, lambda t: torch.exp(-1.0 / t)))
+    (exact,) = _tau_grads(x.double(), v0.double(), tau.double(), weights, (lambda t: torch.exp(-1.0 / t),))
+    assert rel_err(decay, exact) <= max(rel_err(autograd, exact), torch.finfo(torch.float32).eps) * 4
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_state_gradients_are_computed_only_where_asked(device, dtype, kernels_backend):
+    """The C++ autograd path skips v0's and i0's gradients when the states need none (their
+    allocations and stores): the other gradients are the same bits either way."""
+    x = (torch.randn(3, 21, 40, device=device) * 3).to(dtype)
+    v0_start, i0_start = torch.rand(3, 40, device=device, dtype=dtype), torch.rand(3, 40, device=device, dtype=dtype)
+    grads = {}
+    for states_grad in (True, False):
+        u = x.clone().requires_grad_()
+        tau, tau_syn = (torch.tensor(value, device=device, dtype=dtype, requires_grad=True) for value in (6.0, 3.0))
+        v0, i0 = v0_start.clone().requires_grad_(states_grad), i0_start.clone().requires_grad_(states_grad)
+        r = ops.membrane(u, v0, ops.Decay(tau), 1.0, norm_input=True, i_syn=i0, alpha_syn=ops.Decay(tau_syn))
+        loss = (r.output * torch.linspace(-1, 1, x.numel(), device=device, dtype=dtype).reshape(x.shape)).sum()
+        loss.backward()
+        grads[states_grad] = (u.grad, tau.grad, tau_syn.grad)
+        assert (v0.grad is not None and i0.grad is not None) == states_grad
+        if states_grad:
+            assert v0.grad.abs().sum() > 0 and i0.grad.abs().sum() > 0
+    for with_states, without in zip(grads[True], grads[False]):
+        assert torch.equal(with_states, without)
+
+
 def test_fused_synapse_on_the_reference_backend_runs_the_two_ops():
     x, v0, i0 = (torch.randn(2, 17, 6, dtype=torch.float64) * 3, torch.rand(2, 6, dtype=torch.float64),
                  torch.rand(2, 6, dtype=torch.float64))
