@@ -6,6 +6,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -100,6 +101,7 @@ void membrane_block(const MembraneForwardArgs<A>& a, int64_t b, int64_t f0, int6
   for (int64_t j = 0; j < width; ++j) a.v_final[b * F + f0 + j] = w[j];
   if (a.out_sum)
     for (int64_t j = 0; j < width; ++j) a.out_sum[b * F + f0 + j] = out_sum[j];
+  if (a.v_zero) std::fill(a.v_zero + b * F + f0, a.v_zero + b * F + f1, A(0));
 }
 
 // The reverse recurrence of membrane_backward_neuron (neuron_loops.h), a block of neurons at a
@@ -384,8 +386,10 @@ void membrane_cells(const MembraneForwardArgs<A>& a, int64_t b, int64_t f0, int6
   for (int64_t j = 0; j < width; ++j) a.v_final[b * F + f0 + j] = w[j];
   if (a.out_sum)
     for (int64_t j = 0; j < width; ++j) a.out_sum[b * F + f0 + j] = out_sum[j];
+  if (a.v_zero) std::fill(a.v_zero + b * F + f0, a.v_zero + b * F + f0 + width, A(0));
   if (syn)
     for (int64_t j = 0; j < width; ++j) a.syn.i_final[b * F + f0 + j] = i[j];
+  if (syn && a.syn.i_zero) std::fill(a.syn.i_zero + b * F + f0, a.syn.i_zero + b * F + f0 + width, A(0));
 }
 
 template <typename T, class C, typename A>

@@ -341,7 +341,11 @@ __global__ void __launch_bounds__(kBlock, forward_blocks_per_sm<Syn, Wide>()) me
   }
   a.v_final[n] = w;
   if (a.out_sum) a.out_sum[n] = out_sum;
-  if constexpr (Syn) a.syn.i_final[n] = i;
+  if (a.v_zero) a.v_zero[n] = 0.0f;
+  if constexpr (Syn) {
+    a.syn.i_final[n] = i;
+    if (a.syn.i_zero) a.syn.i_zero[n] = 0.0f;
+  }
 }
 
 // Backward ring stages hold S checkpoint segments (S K steps), walked later one first, so a

@@ -125,6 +125,7 @@ struct SynapseForward {
   Param<A> alpha;
   const A* i0 = nullptr;   // (B, F)
   A* i_final = nullptr;    // (B, F)
+  A* i_zero = nullptr;     // (B, F) zeros for the next reset (as v_zero); may be null
   A* ckpt = nullptr;       // (B, C, F) the current before each segment, next to the membrane's
   EXODUS_HD bool present() const { return alpha.present(); }
 };
@@ -153,6 +154,9 @@ struct MembraneForwardArgs {
   A* w_rec;      // (B, T, F) state after reset and clipping (record_states); may be null
   A* v_final;    // (B, F)
   A* out_sum;    // (B, F) sum of out over time (firing rates without a pass over out); may be null
+  // (B, F) zeros, written beside v_final: the layer's states for its next reset_states, which
+  // then needs no launch of its own; may be null
+  A* v_zero = nullptr;
   SynapseForward<A> syn;  // u is the synapse's input x when present
   // TauSums::counter of the backward of this call, zeroed here (by one thread) so that the
   // backward needs no memset launch of its own; may be null

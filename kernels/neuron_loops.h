@@ -96,7 +96,9 @@ EXODUS_HD void membrane_forward_neuron(const MembraneForwardArgs<A>& a, int64_t 
   }
   a.v_final[b * F + f] = w;
   if (a.out_sum) a.out_sum[b * F + f] = out_sum;
+  if (a.v_zero) a.v_zero[b * F + f] = A(0);
   if (syn) a.syn.i_final[b * F + f] = i;
+  if (syn && a.syn.i_zero) a.syn.i_zero[b * F + f] = A(0);
 }
 
 // Reverse recurrence (DESIGN.md): H_t = g_w_t + alpha * G_{t+1};

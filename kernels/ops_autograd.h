@@ -40,13 +40,15 @@ using OptTensor = c10::optional<at::Tensor>;
 // conversion of Python arguments costs per argument, most for lists (measured on the 2-core box:
 // 8.0 us per call with the options as 14 scalars and lists, ~3 us as one tensor). Layout:
 // reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, record, sum_out,
-// the number of surrogate parameters and those, the number of feature dimensions and those.
+// zero_states, the number of surrogate parameters and those, the number of feature dimensions and
+// those.
 struct MembraneOptions {
   double reset_value;
   int64_t spike_kind, max_spikes, reset_kind;
   bool norm_input;
   int64_t surrogate_kind;
   bool record, sum_out;
+  bool zero_states;  // also return zeros in the states' shape, for the layer's next reset_states
   at::ArrayRef<double> surrogate_params;  // views of the options tensor
   c10::SmallVector<int64_t, 5> features;
 
@@ -61,9 +63,9 @@ struct MembraneOptions {
                         "membrane_autograd's options are malformed");
       return static_cast<int64_t>(v[i]);
     };
-    const int64_t params = count_at(8);
-    const int64_t dims = count_at(9 + params);
-    TORCH_CHECK_VALUE(n == 10 + params + dims, "membrane_autograd's options are malformed");
+    const int64_t params = count_at(9);
+    const int64_t dims = count_at(10 + params);
+    TORCH_CHECK_VALUE(n == 11 + params + dims, "membrane_autograd's options are malformed");
     reset_value = v[0];
     spike_kind = static_cast<int64_t>(v[1]);
     max_spikes = static_cast<int64_t>(v[2]);
@@ -72,8 +74,9 @@ struct MembraneOptions {
     surrogate_kind = static_cast<int64_t>(v[5]);
     record = v[6] != 0.0;
     sum_out = v[7] != 0.0;
-    surrogate_params = at::ArrayRef<double>(v + 9, params);
-    for (int64_t d = 0; d < dims; ++d) features.push_back(count_at(10 + params + d));
+    zero_states = v[8] != 0.0;
+    surrogate_params = at::ArrayRef<double>(v + 10, params);
+    for (int64_t d = 0; d < dims; ++d) features.push_back(count_at(11 + params + d));
   }
 };
 
@@ -175,13 +178,20 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     if (decay_syn.alpha.defined() && !decay_syn.from_tau) check_decay(*alpha_syn, "alpha_syn");
 
     const int64_t save_kind = static_cast<int64_t>(save ? SaveKind::Checkpoints : SaveKind::Nothing);
+    // zeros in the states' shape (B, *features), written by the kernel: a layer's next
+    // reset_states takes them as its states instead of launching a fill of its own
+    c10::SmallVector<int64_t, 6> zero_shape;
+    if (o.zero_states) {
+      zero_shape.push_back(u.size(0));
+      zero_shape.append(features.begin(), features.end());
+    }
     // no placeholder tensors for what is not computed: returned are only the outputs computed
     // (Outputs), so each call allocates and wraps no more than it needs
-    auto [out, ckpt, w_rec, v_final, out_sum, i_final] =
-        Ops<Backend>::template membrane_forward<false>(u, v0, alpha, threshold, subtract, min_v, o.reset_value,
-                                                       o.spike_kind, o.max_spikes, o.reset_kind, o.norm_input,
-                                                       save_kind, o.record, o.sum_out, i0, alpha_syn, decay.from_tau,
-                                                       decay_syn.from_tau);
+    ForwardOutputs f = Ops<Backend>::template forward_outputs<false>(
+        ForwardRequest{zero_shape}, u, v0, alpha, threshold, subtract, min_v, o.reset_value, o.spike_kind,
+        o.max_spikes, o.reset_kind, o.norm_input, save_kind, o.record, o.sum_out, i0, alpha_syn, decay.from_tau,
+        decay_syn.from_tau);
+    const at::Tensor& ckpt = f.saved;
     ctx->set_materialize_grads(false);  // unused outputs get undefined gradients, not zeros to read
     if (save) {
       ctx->save_for_backward({ckpt, u, v0, alpha, threshold, subtract, min_v.value_or(at::Tensor()),
@@ -192,22 +202,31 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
       ctx->saved_data["from_tau"] = static_cast<int64_t>(decay.from_tau) | static_cast<int64_t>(decay_syn.from_tau) << 1;
       ctx->saved_data["edges"] = edge_indices(alpha_given, min_v, tau, i0, alpha_syn_given, tau_syn);
     }
-    variable_list outputs{out, v_final};
-    if (o.sum_out) outputs.push_back(out_sum);
-    if (o.record) outputs.push_back(w_rec);
-    if (i0.has_value()) outputs.push_back(i_final);
+    variable_list outputs{f.out, f.v_final};
+    if (o.sum_out) outputs.push_back(f.out_sum);
+    if (o.record) outputs.push_back(f.w_rec);
+    if (i0.has_value()) outputs.push_back(f.i_final);
+    if (f.v_zero.defined()) {
+      variable_list zeros{f.v_zero};
+      if (f.i_zero.defined()) zeros.push_back(f.i_zero);
+      ctx->mark_non_differentiable(zeros);
+      outputs.insert(outputs.end(), zeros.begin(), zeros.end());
+    }
     return outputs;
   }
 
   // Where each output of forward is in its list (and so its gradient in backward's), -1 where
-  // forward does not return it: out and v_final always, then out_sum, w_rec, i_final as computed.
+  // forward does not return it: out and v_final always, then out_sum, w_rec, i_final as
+  // computed, then the zero states (no gradients).
   struct Outputs {
-    int out = 0, v_final = 1, out_sum = -1, w_rec = -1, i_final = -1;
+    int out = 0, v_final = 1, out_sum = -1, w_rec = -1, i_final = -1, v_zero = -1, i_zero = -1;
     Outputs(const MembraneOptions& o, bool syn) {
       int next = 2;
       if (o.sum_out) out_sum = next++;
       if (o.record) w_rec = next++;
       if (syn) i_final = next++;
+      if (o.zero_states) v_zero = next++;
+      if (o.zero_states && syn) i_zero = next++;
     }
   };
 
@@ -287,7 +306,7 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
 
   // The operator: decides whether backward will be needed (as autograd will: grad mode on and an
   // input that takes gradients), so forward keeps checkpoints only then.
-  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> call(
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> call(
       const at::Tensor& u, const at::Tensor& v0, const OptTensor& alpha, const at::Tensor& threshold,
       const at::Tensor& subtract, const OptTensor& min_v, const OptTensor& tau, const at::Tensor& options,
       const OptTensor& i0, const OptTensor& alpha_syn, const OptTensor& tau_syn) {
@@ -300,7 +319,8 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     // the outputs not computed are undefined tensors (None in Python)
     const Outputs at(MembraneOptions(options), i0.has_value());
     auto output = [&](int i) { return i >= 0 ? out[i] : at::Tensor(); };
-    return {output(at.out), output(at.w_rec), output(at.v_final), output(at.out_sum), output(at.i_final)};
+    return {output(at.out),     output(at.w_rec),  output(at.v_final), output(at.out_sum),
+            output(at.i_final), output(at.v_zero), output(at.i_zero)};
   }
 };
 
@@ -308,7 +328,8 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
 
 // membrane_autograd in a backend namespace (beside EXODUS_DEFINE_OPS's operators): returns
 // (output, recorded states or None, final state, output summed over time or None, final
-// synaptic current or None), differentiable in u, v0, alpha or tau, i0, alpha_syn or tau_syn.
+// synaptic current or None, zeros in the states' shape for the next reset or None (the
+// options' zero_states; i_syn's only with i0), likewise), differentiable in u, v0, alpha or tau, i0, alpha_syn or tau_syn.
 // Give alpha in the kernels' form ((1,) or (F',), state dtype) or tau (any shape broadcastable
 // to the neuron shape, the `features` of options); with i0 likewise alpha_syn or tau_syn.
 // options: the constant options in one CPU float64 tensor (MembraneOptions).
@@ -316,6 +337,6 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
   TORCH_LIBRARY_FRAGMENT(NAMESPACE, m) {                                                                        \
     m.def("membrane_autograd(Tensor u, Tensor v0, Tensor? alpha, Tensor threshold, Tensor subtract, "          \
           "Tensor? min_v, Tensor? tau, Tensor options, Tensor? i0=None, Tensor? alpha_syn=None, "               \
-          "Tensor? tau_syn=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",                                  \
+          "Tensor? tau_syn=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",                  \
           &exodus::MembraneFunction<BACKEND>::call);                                                            \
   }

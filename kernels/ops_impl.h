@@ -134,6 +134,18 @@ inline std::pair<float*, unsigned*> tau_sums_scratch(const at::Tensor& ckpt, int
   return {partials, reinterpret_cast<unsigned*>(partials + words - 1)};
 }
 
+// What the C++ autograd path (ops_autograd.h) asks of a forward beyond the operator's arguments:
+// zeros in the states' shape (B, *features) for the layer's next reset_states, written by the
+// kernel beside v_final (empty: none).
+struct ForwardRequest {
+  at::IntArrayRef zero_states;
+};
+
+// The outputs of a forward: the operator's, then the zero states asked for (else undefined).
+struct ForwardOutputs {
+  at::Tensor out, saved, w_rec, v_final, out_sum, i_final, v_zero, i_zero;
+};
+
 // What the C++ autograd path (ops_autograd.h) asks of a backward beyond the operator's arguments:
 // which state gradients it needs, and whether it takes tau's (tau_syn's) gradient itself where
 // the backend's kernel can sum it (a scalar tau given as alpha from_tau: TauSums) instead of
@@ -159,16 +171,30 @@ struct Ops {
     TORCH_CHECK_VALUE(!from_tau || Backend::kDecayInKernels, "this backend takes alpha, not tau");
   }
 
-  // The operator membrane_forward (Placeholders: outputs it does not compute are empty tensors,
-  // as its schema returns tensors). Without placeholders they are undefined: for the C++ autograd
-  // path, which returns only what it computed (each allocation costs host time before the launch).
-  template <bool Placeholders = true>
+  // The operator membrane_forward: its outputs, empty tensors for those it does not compute (as
+  // its schema returns tensors).
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> membrane_forward(
       const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha, const at::Tensor& threshold,
       const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v, double reset_value, int64_t spike_kind,
       int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save, bool record, bool sum_out,
       const c10::optional<at::Tensor>& i0, const c10::optional<at::Tensor>& alpha_syn, bool alpha_from_tau,
       bool alpha_syn_from_tau) {
+    ForwardOutputs o = forward_outputs<true>(ForwardRequest{}, u, v0, alpha, threshold, subtract, min_v,
+                                             reset_value, spike_kind, max_spikes, reset_kind, norm_input, save,
+                                             record, sum_out, i0, alpha_syn, alpha_from_tau, alpha_syn_from_tau);
+    return {o.out, o.saved, o.w_rec, o.v_final, o.out_sum, o.i_final};
+  }
+
+  // membrane_forward's work, with a request (ForwardRequest) beyond its arguments. Placeholders:
+  // the outputs not computed are empty tensors; without, they are undefined: for the C++ autograd
+  // path, which returns only what it computed (each allocation costs host time before the launch).
+  template <bool Placeholders>
+  static ForwardOutputs forward_outputs(
+      const ForwardRequest& request, const at::Tensor& u, const at::Tensor& v0, const at::Tensor& alpha,
+      const at::Tensor& threshold, const at::Tensor& subtract, const c10::optional<at::Tensor>& min_v,
+      double reset_value, int64_t spike_kind, int64_t max_spikes, int64_t reset_kind, bool norm_input, int64_t save,
+      bool record, bool sum_out, const c10::optional<at::Tensor>& i0, const c10::optional<at::Tensor>& alpha_syn,
+      bool alpha_from_tau, bool alpha_syn_from_tau) {
     typename Backend::Guard guard(u);
     auto none = [&](at::ScalarType type) { return Placeholders ? no_tensor(u, type) : at::Tensor(); };
     check_from_tau(alpha_from_tau || alpha_syn_from_tau);
@@ -179,7 +205,8 @@ struct Ops {
     const bool syn = check_synapse(i0, alpha_syn);
     TORCH_CHECK_VALUE(!syn || (!record && save != static_cast<int64_t>(SaveKind::Trajectory)),
                       "the fused synaptic stage does not record states or keep the membrane trajectory");
-    at::Tensor out = at::empty({shape.batch, shape.time, shape.features}, u.options());
+    ForwardOutputs o;
+    o.out = at::empty({shape.batch, shape.time, shape.features}, u.options());
     // where the backward can sum a scalar tau's gradient in its kernel (TauSums), its scratch
     // travels behind the checkpoints, in their allocation, its counter zeroed by this launch
     const bool scalar_tau = (alpha_from_tau && alpha.numel() == 1) ||
@@ -188,15 +215,22 @@ struct Ops {
         save == static_cast<int64_t>(SaveKind::Checkpoints) && st == at::kFloat && scalar_tau
             ? Backend::tau_sums_words(shape.neurons())
             : 0;
-    at::Tensor saved = save == static_cast<int64_t>(SaveKind::Checkpoints)
-                           ? checkpoints_with_scratch(u, checkpoint_shape(shape, syn), st, tau_sums_words)
-                       : save == static_cast<int64_t>(SaveKind::Trajectory)
-                           ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
-                           : none(st);
-    at::Tensor w_rec = record ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st)) : none(st);
-    at::Tensor v_final = at::empty({shape.batch, shape.features}, u.options().dtype(st));
-    at::Tensor out_sum = sum_out ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
-    at::Tensor i_final = syn ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
+    o.saved = save == static_cast<int64_t>(SaveKind::Checkpoints)
+                  ? checkpoints_with_scratch(u, checkpoint_shape(shape, syn), st, tau_sums_words)
+              : save == static_cast<int64_t>(SaveKind::Trajectory)
+                  ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
+                  : none(st);
+    o.w_rec = record ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st)) : none(st);
+    o.v_final = at::empty({shape.batch, shape.features}, u.options().dtype(st));
+    o.out_sum = sum_out ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
+    o.i_final = syn ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
+    if (!request.zero_states.empty()) {
+      TORCH_CHECK_VALUE(c10::multiply_integers(request.zero_states) == shape.batch * shape.features,
+                        "the zero states' shape ", request.zero_states, " does not hold (", shape.batch, ", ",
+                        shape.features, ") neurons");
+      o.v_zero = at::empty(request.zero_states, u.options().dtype(st));
+      if (syn) o.i_zero = at::empty(request.zero_states, u.options().dtype(st));
+    }
     std::vector<at::Tensor> keep;
     auto fill = [&](auto zero) {
       using A = decltype(zero);
@@ -207,23 +241,25 @@ struct Ops {
                              max_spikes, reset_kind, norm_input, keep, alpha_from_tau);
       a.u = view3(u);
       a.v0 = state_ptr<A>(u, v0, {shape.batch, shape.features}, "v0", keep);
-      a.out = out.data_ptr();
-      a.ckpt = save == static_cast<int64_t>(SaveKind::Checkpoints) ? saved.data_ptr<A>() : nullptr;
-      a.v_pre = save == static_cast<int64_t>(SaveKind::Trajectory) ? saved.data_ptr<A>() : nullptr;
-      a.w_rec = record ? w_rec.data_ptr<A>() : nullptr;
-      a.v_final = v_final.data_ptr<A>();
-      a.out_sum = sum_out ? out_sum.data_ptr<A>() : nullptr;
-      if (tau_sums_words > 0) a.tau_sums_counter = tau_sums_scratch(saved, tau_sums_words).second;
+      a.out = o.out.data_ptr();
+      a.ckpt = save == static_cast<int64_t>(SaveKind::Checkpoints) ? o.saved.template data_ptr<A>() : nullptr;
+      a.v_pre = save == static_cast<int64_t>(SaveKind::Trajectory) ? o.saved.template data_ptr<A>() : nullptr;
+      a.w_rec = record ? o.w_rec.template data_ptr<A>() : nullptr;
+      a.v_final = o.v_final.template data_ptr<A>();
+      a.out_sum = sum_out ? o.out_sum.template data_ptr<A>() : nullptr;
+      if (o.v_zero.defined()) a.v_zero = o.v_zero.template data_ptr<A>();
+      if (tau_sums_words > 0) a.tau_sums_counter = tau_sums_scratch(o.saved, tau_sums_words).second;
       if (syn) {
         a.syn.alpha = param<A>(u, *alpha_syn, shape.features, "alpha_syn", keep, alpha_syn_from_tau);
         a.syn.i0 = state_ptr<A>(u, *i0, {shape.batch, shape.features}, "i0", keep);
-        a.syn.i_final = i_final.data_ptr<A>();
+        a.syn.i_final = o.i_final.template data_ptr<A>();
+        if (o.i_zero.defined()) a.syn.i_zero = o.i_zero.template data_ptr<A>();
         a.syn.ckpt = a.ckpt ? a.ckpt + shape.batch * checkpoints(shape.time) * shape.features : nullptr;
       }
       if (shape.neurons() > 0) Backend::run(a);
     };
     with_state_type(st, fill);
-    return {out, saved, w_rec, v_final, out_sum, i_final};
+    return o;
   }
 
   // The operator membrane_backward: all gradients asked for by its arguments, placeholders
@@ -409,7 +445,7 @@ struct Ops {
           "int save, bool record, bool sum_out, Tensor? i0=None, Tensor? alpha_syn=None, "                     \
           "bool alpha_from_tau=False, bool alpha_syn_from_tau=False) "                                          \
           "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",                                                \
-          &exodus::Ops<BACKEND>::membrane_forward<true>);                                                       \
+          &exodus::Ops<BACKEND>::membrane_forward);                                                             \
     m.def("membrane_backward(Tensor g_out, Tensor? g_out_sum, Tensor? g_wrec, Tensor? g_vfinal, Tensor ckpt, "     \
           "Tensor u, Tensor v0, "                                                                              \
           "Tensor alpha, Tensor threshold, Tensor subtract, Tensor? min_v, float reset_value, int spike_kind, " \

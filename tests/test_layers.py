@@ -13,7 +13,7 @@ from sinabs.activation import (
 )
 
 import exodus_jit
-from conftest import DEVICES
+from conftest import DEVICES, cuda_kernel_names
 from exodus_jit import layers as el
 from exodus_jit import ops
 from exodus_jit.conversion import exodus_to_sinabs, sinabs_to_exodus
@@ -254,6 +254,76 @@ def test_direct_call_equals_the_general_path(device, shape, tau_syn):
                      *((layer.i_syn, layer.tau_syn.grad) if tau_syn else ())))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind, kwargs, shape, fresh", [
+    ("LIF", {"tau_mem": 10.0}, (3, 9, 5), True),
+    ("LIF", {"tau_mem": 10.0, "tau_syn": 4.0}, (3, 9, 2, 3), True),
+    ("IAF", {"min_v_mem": -0.5}, (3, 9, 5), True),
+    ("ExpLeak", {"tau_mem": 10.0}, (3, 9, 5), True),
+    # the synaptic stage runs first (not fused): no zeros for i_syn, so none taken
+    ("LIF", {"tau_mem": 10.0, "tau_syn": 4.0, "record_states": True}, (3, 9, 5), False),
+])
+def test_reset_after_forward_takes_the_kernels_zeros(device, kind, kwargs, shape, fresh, kernels_backend):
+    """After a forward on the compiled kernels, reset_states makes the states the zeros the
+    forward kernel wrote beside the final states: fresh tensors (the states before keep their
+    values), zero although their memory held NaN just before, without autograd history; then the
+    layer goes on as sinabs' after its reset. Where a state's zeros did not come (the synaptic
+    stage not fused), reset_states zeroes the states in place, as sinabs does."""
+    s, e = pair(kind, device, **kwargs)
+    x = torch.randn(shape, device=device) * 4
+    compare(s, e, x, grads=False)
+    # garbage in the memory the next forward's small allocations are likely to take
+    del [torch.full(shape[:1] + shape[2:], float("nan"), device=device) for _ in range(16)][:]
+    xg = x.clone().requires_grad_()
+    e(xg)
+    s(x)
+    before = dict(e.named_buffers())
+    values = {name: b.detach().clone() for name, b in before.items()}
+    e.reset_states()
+    s.reset_states()
+    for name, state in e.named_buffers():
+        assert torch.equal(state, torch.zeros_like(values[name])), name
+        assert not state.requires_grad and state.grad_fn is None
+        assert (state is not before[name]) == fresh
+        if fresh:
+            assert torch.equal(before[name], values[name])
+    compare(s, e, torch.randn(shape, device=device) * 4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_reset_takes_no_zeros_of_another_shape_or_dtype(device, kernels_backend):
+    """The forward's zeros are taken only while they match the states: states given a new shape,
+    or converted to float64, after the forward are zeroed as they are now."""
+    e = el.LIF(tau_mem=10.0).to(device)
+    e(torch.randn(2, 6, 4, device=device))
+    e.v_mem = torch.ones(5, 3, device=device)
+    e.reset_states()
+    assert torch.equal(e.v_mem, torch.zeros(5, 3, device=device))
+    e(torch.randn(5, 6, 3, device=device))
+    e.double()
+    e.reset_states()
+    assert e.v_mem.dtype == torch.float64 and torch.equal(e.v_mem, torch.zeros(5, 3, device=device).double())
+    e(torch.randn(5, 6, 3, device=device, dtype=torch.float64))
+    e.reset_states(randomize=True, value_ranges={"v_mem": (2.0, 3.0)})  # sinabs' own, zeros unused
+    assert bool(((e.v_mem >= 2.0) & (e.v_mem <= 3.0)).all())
+    e.reset_states()
+    assert torch.count_nonzero(e.v_mem) == 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("tau_syn", [None, 5.0])
+def test_reset_after_forward_launches_nothing(tau_syn, kernels_backend):
+    """reset_states after a forward takes the kernel's zeros: no launch; a second reset (no fresh
+    zeros left) launches its fill."""
+    layer = el.LIF(tau_mem=10.0, tau_syn=tau_syn).cuda()
+    x = torch.randn(4, 20, 300, device="cuda") * 3
+    layer(x)
+    assert cuda_kernel_names(layer.reset_states) == []
+    assert torch.count_nonzero(layer.v_mem) == 0
+    assert cuda_kernel_names(layer.reset_states) != []
 
 
 def test_synaptic_layer_call_takes_the_direct_path(monkeypatch):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import DEVICES
+from conftest import DEVICES, cuda_kernel_names
 from exodus_jit import ops
 from exodus_jit.ops import Surrogate
 from exodus_jit.ops._config import SaveKind, checkpoints
@@ -253,15 +253,6 @@ def _taus_grads(x, weights, alpha_of, record_states, calls=1):
     return [torch.autograd.grad(loss, [tau, tau_syn], retain_graph=True) for _ in range(calls)]
 
 
-def _cuda_kernel_names(fn) -> list:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-
-
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("shape", [(3, 45, 5), (2, 20, 1000), (4, 9, 16384)], ids=["15", "2000", "65536"])
@@ -288,7 +279,7 @@ def test_scalar_taus_gradients_are_summed_in_the_backward_kernel(shape, dtype, r
         assert got.abs() > 0
         assert torch.equal(got, got_again) and torch.equal(got, got_second)
         assert rel_err(got, truth) <= max(rel_err(reference, truth), torch.finfo(torch.float32).eps) * 4
-    kernels = _cuda_kernel_names(lambda: _taus_grads(x, weights, ops.Decay, record_states))
+    kernels = cuda_kernel_names(lambda: _taus_grads(x, weights, ops.Decay, record_states))
     assert any("membrane_backward_fast" in name for name in kernels)
     assert not [name for name in kernels if "decay_grad" in name]
 
@@ -302,7 +293,7 @@ def test_per_feature_tau_gradient_takes_the_separate_sum(kernels_backend):
     v0 = torch.zeros(3, 64, device="cuda")
     tau = torch.rand(64, device="cuda") * 10 + 2
     weights = torch.randn_like(x)
-    kernels = _cuda_kernel_names(lambda: _tau_grads(x, v0, tau, weights, (ops.Decay,)))
+    kernels = cuda_kernel_names(lambda: _tau_grads(x, v0, tau, weights, (ops.Decay,)))
     assert any("decay_grad_per_feature" in name for name in kernels)
     decay, autograd = _tau_grads(x, v0, tau, weights, (ops.Decay, lambda t: torch.exp(-1.0 / t)))
     (exact,) = _tau_grads(x.double(), v0.double(), tau.double(), weights, (lambda t: torch.exp(-1.0 / t),))
@@ -533,9 +524,9 @@ def test_membrane_autograd_returns_only_what_it_computes(device, record, sum_out
     op = _registry.membrane_autograd_op(torch.device(device))
     args = _registry.membrane_autograd_args(alpha, one, one, None, (0.0, 1, 0, 0, False), 1, [0.5, 1.0], record,
                                             sum_out, None, (4,))
-    out, w_rec, v_final, out_sum, i_final = op(u, v0, *args, *((i0, torch.full((1,), 0.5, device=device), None)
-                                                               if syn else ()))
-    for value, asked in ((w_rec, record), (out_sum, sum_out), (i_final, syn)):
+    out, w_rec, v_final, out_sum, i_final, v_zero, i_zero = op(
+        u, v0, *args, *((i0, torch.full((1,), 0.5, device=device), None) if syn else ()))
+    for value, asked in ((w_rec, record), (out_sum, sum_out), (i_final, syn), (v_zero, False), (i_zero, False)):
         assert (value is None) != asked
     loss = (out * torch.linspace(-1, 1, out.numel(), device=device).reshape(out.shape)).sum() + v_final.sum()
     for value in (w_rec, out_sum, i_final):

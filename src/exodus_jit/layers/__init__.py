@@ -61,6 +61,11 @@ class ExodusNeuronMixin:
         buffers["v_mem"] = _owned(result.v_final, trailing_dim)
         if fused:
             buffers["i_syn"] = _owned(result.i_final, trailing_dim)
+        # the kernel's fresh zeros for the next reset_states, where it wrote them for every state
+        zeros = None
+        if result.v_zero is not None and (alpha_syn is None or result.i_zero is not None):
+            zeros = {"v_mem": result.v_zero} if alpha_syn is None else {"v_mem": result.v_zero, "i_syn": result.i_zero}
+        self.__dict__["_exodus_zeros"] = zeros
         if self.record_states:
             recordings["v_mem"] = result.v_rec
         # plain attributes: what nn.Module.__setattr__ ends with, minus its per-call lookups
@@ -103,14 +108,21 @@ class ExodusNeuronMixin:
         threshold = 1.0 if self.spike_fn is None else self.spike_threshold
         call = ops.MembraneCall(current, self._alpha_mem(), threshold, min_v_mem=self.min_v_mem,
                                 norm_input=self.norm_input, record_states=self.record_states, sum_output=True,
-                                alpha_syn=alpha_syn, **self._kernel_options())
+                                alpha_syn=alpha_syn, zero_states=True, **self._kernel_options())
         if not compiling and call.reusable:
             self.__dict__["_exodus_call"] = (key, call)
         return call
 
     def reset_states(self, randomize: bool = False, value_ranges=None) -> None:
-        """Reset the states (buffers) to zero, as sinabs' reset_states does, in one launch for all
-        states; with randomize, sinabs' own (see sinabs.layers.StatefulLayer.reset_states)."""
+        """Reset the states (buffers) to zero, as sinabs' reset_states does; with randomize,
+        sinabs' own (see sinabs.layers.StatefulLayer.reset_states). After a forward pass on the
+        compiled kernels the states become the fresh zeros its kernel wrote (no launch; the
+        tensors the states were before are left as they are, not zeroed in place); otherwise they
+        are zeroed in place in one launch for all states."""
+        zeros = self.__dict__.pop("_exodus_zeros", None)
+        if zeros is not None and not randomize and self._taken_zeros(zeros):
+            self._buffers.update(zeros)
+            return
         buffers = [b for b in self._buffers.values() if b is not None]
         if randomize or self._modules or any(b.shape == (0,) for b in buffers):
             return super().reset_states(randomize, value_ranges)
@@ -118,8 +130,21 @@ class ExodusNeuronMixin:
             b.detach_()  # first: then zeroing records no autograd history, without a no_grad block
         torch._foreach_zero_(buffers)
 
+    def _taken_zeros(self, zeros: dict) -> bool:
+        """Whether `zeros` (from the last forward, never handed out before) can be the states: one
+        for each state, each of its shape, dtype and device."""
+        buffers = self._buffers
+        if self._modules or len(zeros) != sum(b is not None for b in buffers.values()):
+            return False
+        for name, zero in zeros.items():
+            b = buffers.get(name)
+            if b is None or b.shape != zero.shape or b.dtype != zero.dtype or b.device != zero.device:
+                return False
+        return True
+
     def _apply(self, *args, **kwargs):
         self.__dict__.pop("_exodus_call", None)  # .to(), .cuda(), .double() ... move the parameters
+        self.__dict__.pop("_exodus_zeros", None)  # states moved: zeros of the old device or dtype
         return super()._apply(*args, **kwargs)
 
     def _alpha_mem(self):

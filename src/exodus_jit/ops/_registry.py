@@ -126,13 +126,16 @@ def membrane_autograd_op(device: torch.device):
     surrogate's membrane in C++, eager plain tensors only. Call it as
     op(u, v0, *membrane_autograd_args(...)) or, with the fused synaptic stage,
     op(u, v0, *membrane_autograd_args(...), i0, alpha_syn, tau_syn) (one of the last two given);
-    it returns (output, recorded states, final state, output sum, final current), None for those
-    not computed (no allocation for them), differentiable in u, v0, alpha, tau, i0, alpha_syn and
-    tau_syn."""
+    it returns (output, recorded states, final state, output sum, final current, zero state, zero
+    current), None for those not computed (no allocation for them), differentiable in u, v0, alpha,
+    tau, i0, alpha_syn and tau_syn. The zero states (asked for by zero_states) are fresh zeros in
+    the states' shape, written by the forward kernel: a layer's next reset_states takes them
+    instead of launching a fill."""
     return backend_ops(device).membrane_autograd.default
 
 
-def membrane_options(config, surrogate_kind, surrogate_params, record, sum_out, features) -> Tensor:
+def membrane_options(config, surrogate_kind, surrogate_params, record, sum_out, features,
+                     zero_states: bool = False) -> Tensor:
     """membrane_autograd's constant options packed in one CPU float64 tensor, in the layout of
     MembraneOptions (kernels/ops_autograd.h): one argument instead of fourteen scalars and lists,
     whose conversion by the dispatcher cost ~5 us per call. Shared between calls with the same
@@ -140,23 +143,24 @@ def membrane_options(config, surrogate_kind, surrogate_params, record, sum_out, 
     reset_value, spike_kind, max_spikes, reset_kind, norm_input = config
     return _packed_options(float(reset_value), int(spike_kind), int(max_spikes), int(reset_kind), bool(norm_input),
                            int(surrogate_kind), tuple(float(p) for p in surrogate_params), bool(record),
-                           bool(sum_out), tuple(int(d) for d in features))
+                           bool(sum_out), bool(zero_states), tuple(int(d) for d in features))
 
 
 @functools.lru_cache(maxsize=256)
 def _packed_options(reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, params, record,
-                    sum_out, features) -> Tensor:
+                    sum_out, zero_states, features) -> Tensor:
     return torch.tensor([reset_value, spike_kind, max_spikes, reset_kind, norm_input, surrogate_kind, record,
-                         sum_out, len(params), *params, len(features), *features], dtype=torch.float64)
+                         sum_out, zero_states, len(params), *params, len(features), *features], dtype=torch.float64)
 
 
 def membrane_autograd_args(alpha, threshold, subtract, min_v, config, surrogate_kind, surrogate_params, record,
-                           sum_out, tau, features) -> tuple:
+                           sum_out, tau, features, zero_states: bool = False) -> tuple:
     """membrane_autograd's arguments after (u, v0), in its schema's order. Give alpha (a kernel
     parameter) or tau (an ops.Decay's, any shape that broadcasts to the neuron shape `features`:
-    the op computes alpha = exp(-1/tau) from tau at every call and takes tau's gradient)."""
+    the op computes alpha = exp(-1/tau) from tau at every call and takes tau's gradient).
+    zero_states: the op also returns zeros in the states' shape (B, *features)."""
     return (alpha, threshold, subtract, min_v, tau,
-            membrane_options(config, surrogate_kind, surrogate_params, record, sum_out, features))
+            membrane_options(config, surrogate_kind, surrogate_params, record, sum_out, features, zero_states))
 
 
 def membrane_grads(saved, config, surrogate_kind, surrogate_params, g_out, g_wrec, g_vfinal, alpha_grad,

@@ -71,13 +71,18 @@ class MembraneOutput:
     (B, T, *F), only with record_states=True. output_sum: the output summed over time per neuron
     (B, *F) in the state dtype (spike counts), only with sum_output=True; differentiable, and
     computed by the kernels, so firing rates need no pass over the output. i_final: the synaptic
-    current after the last step (B, *F), only with alpha_syn."""
+    current after the last step (B, *F), only with alpha_syn. v_zero, i_zero: fresh zeros in the
+    states' shape (B, *F) (i_zero with alpha_syn), only from a MembraneCall made with
+    zero_states=True where the C++ operator ran (else None): a layer's next reset_states takes
+    them as its states."""
 
     output: Tensor
     v_final: Tensor
     v_rec: Optional[Tensor]
     output_sum: Optional[Tensor] = None
     i_final: Optional[Tensor] = None
+    v_zero: Optional[Tensor] = None
+    i_zero: Optional[Tensor] = None
 
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -291,6 +296,8 @@ class MembraneCall:
     once. The common call (plain eager tensors, the compiled kernels, a built-in surrogate, no
     synaptic stage, the state already in the state dtype) goes straight to the C++ operator with
     its arguments prepared here; the others take the general path, with the same results.
+    zero_states: where the C++ operator runs, it also returns fresh zeros in the states' shape,
+    written by the forward kernel (MembraneOutput.v_zero, i_zero), for a layer's reset_states.
     """
 
     def __init__(self, u: Tensor, alpha: AlphaLike, threshold: ParamLike = 1.0, *,
@@ -299,7 +306,7 @@ class MembraneCall:
                  reset_value: float = 0.0, min_v_mem: Optional[ParamLike] = None, norm_input: bool = False,
                  surrogate: SurrogateLike = Surrogate.single_exponential(),
                  record_states: bool = False, sum_output: bool = False,
-                 alpha_syn: Optional[AlphaLike] = None):
+                 alpha_syn: Optional[AlphaLike] = None, zero_states: bool = False):
         _check_data("input", u)
         spike_kind = SPIKE_NAMES[spike] if isinstance(spike, str) else SpikeKind(spike)
         reset_kind = RESET_NAMES[reset] if isinstance(reset, str) else ResetKind(reset)
@@ -331,7 +338,7 @@ class MembraneCall:
         self._op = None  # looked up at the first call that runs it
         self._op_args = None if self.surrogate_kind == SurrogateKind.GIVEN else _registry.membrane_autograd_args(
             self.alpha, self.threshold, self.subtract, self.min_v, self.config, self.surrogate_kind,
-            self.surrogate_params, self.record_states, self.sum_output, self.tau, self.features)
+            self.surrogate_params, self.record_states, self.sum_output, self.tau, self.features, zero_states)
         # __call__'s common case: the C++ operator, with the synaptic stage fused where there is one
         # (the fused kernels take no recorded states; built-in surrogates are given by _op_args)
         self._direct = self._op_args is not None and (self.synapse is None or not self.record_states)
@@ -356,16 +363,17 @@ class MembraneCall:
             # the op makes itself for the states' shapes and devices
             synapse = () if i_syn is None else (i_syn, *self.synapse)
             if u.dim() == 3:
-                out, w_rec, v_final, out_sum, i_final = self._autograd_op(u, v0, synapse)
+                out, w_rec, v_final, out_sum, i_final, v_zero, i_zero = self._autograd_op(u, v0, synapse)
                 return MembraneOutput(out, v_final, w_rec if self.record_states else None,
-                                      out_sum if self.sum_output else None, i_final if synapse else None)
+                                      out_sum if self.sum_output else None, i_final if synapse else None,
+                                      v_zero, i_zero)
             B, T = u.shape[0], u.shape[1]
             if v0.shape[0] == B and v0.shape[1:] == self.features:  # else _run's error names the shape
                 if synapse:
                     synapse = (i_syn.reshape(B, -1), *self.synapse)
-                out, w_rec, v_final, out_sum, i_final = self._autograd_op(u.reshape(B, T, -1), v0.reshape(B, -1),
-                                                                          synapse)
-                return self._output(u, out, w_rec, v_final, out_sum, i_final if synapse else None)
+                out, w_rec, v_final, out_sum, i_final, v_zero, i_zero = self._autograd_op(
+                    u.reshape(B, T, -1), v0.reshape(B, -1), synapse)
+                return self._output(u, out, w_rec, v_final, out_sum, i_final if synapse else None, v_zero, i_zero)
         if u.dtype != self.dtype or u.device != self.device or u.dim() < 2 or u.shape[2:] != self.features:
             _check_data("input", u)
             raise ValueError(f"this MembraneCall takes {self.dtype} input on {self.device} with neuron shape "
@@ -391,8 +399,8 @@ class MembraneCall:
         out_sum = i_final = None
         if self._op_args is not None and _registry.direct(u3) and backend == "kernels":
             # forward and backward in C++: one operator call, a backward without Python
-            out, w_rec, v_final, out_sum, i_final = self._autograd_op(u3, state, syn)
-            return self._output(u, out, w_rec, v_final, out_sum, i_final if syn else None)
+            out, w_rec, v_final, out_sum, i_final, v_zero, i_zero = self._autograd_op(u3, state, syn)
+            return self._output(u, out, w_rec, v_final, out_sum, i_final if syn else None, v_zero, i_zero)
         # the other paths take alpha itself, computed from tau per call if it comes from one
         alpha = self.alpha if self.tau is None else _decay_alpha("alpha", self.tau, u)
         if backend == "reference":
@@ -422,7 +430,7 @@ class MembraneCall:
             op = self._op = _registry.membrane_autograd_op(self.device)
         return op(u3, state, *self._op_args, *(synapse or ()))
 
-    def _output(self, u: Tensor, out, w_rec, v_final, out_sum, i_final) -> MembraneOutput:
+    def _output(self, u: Tensor, out, w_rec, v_final, out_sum, i_final, v_zero=None, i_zero=None) -> MembraneOutput:
         B, features = u.shape[0], self.features
         return MembraneOutput(
             output=_shaped(out, u.shape),
@@ -430,6 +438,7 @@ class MembraneCall:
             v_rec=_shaped(w_rec, u.shape) if self.record_states else None,
             output_sum=_shaped(out_sum, (B, *features)) if self.sum_output else None,
             i_final=None if i_final is None else _shaped(i_final, (B, *features)),
+            v_zero=v_zero, i_zero=i_zero,  # the op allocates them in (B, *features)
         )
 
 
