@@ -2,6 +2,8 @@
 # One call on the GPU machine: first-use CUDA build, cached load, the CUDA test suite and the
 # layer benchmark. Needs sinabs & co. as wheels in .whl/ (see benchmarks/README.md).
 # Usage (device tool): bash benchmarks/device_run.sh   -> results under $OUT
+# SHORT=1: without sinabs, the general kernels and the examples (little device time left);
+# SIZES="...": the main table's sizes.
 source benchmarks/device_env.sh
 rm -rf "$EXODUS_JIT_CACHE"
 
@@ -43,20 +45,23 @@ fi
 
 echo "== benchmark (exodus-jit, SpikingJelly 2.0 and the protocol's floor in one process layout; sinabs at the small size)"
 python3 benchmarks/bench_layer.py --device cuda --frameworks exodus-jit spikingjelly floor --layers LIF IAF LIF_syn LIF_minv \
-  --sizes 16x500x512 16x500x4096 16x500x16384 16x4000x1024 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
+  --sizes ${SIZES:-16x500x512 16x500x4096 16x500x16384 16x4000x1024} --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
 mkdir -p /tmp/bench
-python3 benchmarks/bench_layer.py --device cuda --frameworks sinabs --layers LIF --sizes 16x500x512 --repeats 3 \
-  --warmup 1 --json /tmp/bench/sinabs.json 2>&1 | tee -a "$OUT/bench.txt"
+[ -n "${SHORT:-}" ] || python3 benchmarks/bench_layer.py --device cuda --frameworks sinabs --layers LIF --sizes 16x500x512 \
+  --repeats 3 --warmup 1 --json /tmp/bench/sinabs.json 2>&1 | tee -a "$OUT/bench.txt"
 # float32 again in the same process as the half types: their ratio to it is then free of the
 # host-speed differences between processes
 python3 benchmarks/bench_layer.py --device cuda --frameworks exodus-jit floor --layers LIF --dtypes float32 bfloat16 float16 \
   --sizes 16x500x16384 --json /tmp/bench/half.json 2>&1 | tee -a "$OUT/bench.txt"
+if [ -z "${SHORT:-}" ]; then
 echo "== the general kernels (EXODUS_JIT_KERNELS=general), for comparison" | tee -a "$OUT/bench.txt"
 EXODUS_JIT_KERNELS=general python3 benchmarks/bench_layer.py --device cuda --layers LIF \
   --sizes 16x500x512 16x500x16384 16x4000x1024 --json /tmp/bench/general.json 2>&1 | tee -a "$OUT/bench.txt"
+fi
 # at most 8 files come back: the secondary runs travel as one JSON
 python3 -c "import json, pathlib; print(json.dumps({p.stem: json.loads(p.read_text()) for p in pathlib.Path('/tmp/bench').glob('*.json')}))" > "$OUT/bench_extra.json"
 
+[ -z "${SHORT:-}" ] || exit 0
 echo "== example: train_synthetic on the GPU"
 python3 examples/train_synthetic.py --epochs 5 --plot "$OUT/train_synthetic_loss.png" 2>&1 | tee "$OUT/train.txt"
 
