@@ -265,8 +265,8 @@ def test_scalar_taus_gradients_are_summed_in_the_backward_kernel(shape, dtype, r
     states while the backward runs fast) and again by the last block. Checked: tau's and tau_syn's
     gradients as close to float64's as autograd's through alpha tensors are (within 4x), the same
     bits from a second backward of the graph and from a second call, and no launch of the
-    separate sum (cuda_decay.cu) where the fast backward runs (bfloat16 rows of 5 or 1000
-    neurons take the general kernels and the separate sum). With record_states the synaptic stage runs before the membrane
+    separate sum (cuda_decay.cu) where the fast backward runs (bfloat16 data in rows of 5 or
+    1000 neurons take the general kernels and the separate sum). With record_states the synaptic stage runs before the membrane
     (synaptic_current, alpha_syn from PyTorch's operations), so only tau's gradient is summed in
     the kernel."""
     torch.manual_seed(2)
@@ -281,9 +281,10 @@ def test_scalar_taus_gradients_are_summed_in_the_backward_kernel(shape, dtype, r
         assert torch.equal(got, got_again) and torch.equal(got, got_second)
         assert rel_err(got, truth) <= max(rel_err(reference, truth), torch.finfo(torch.float32).eps) * 4
     kernels = cuda_kernel_names(lambda: _taus_grads(x, weights, ops.Decay, record_states))
-    # the fast kernels take 2-byte data in whole warps' rows (pairs_copyable: F % 32 == 0); where
-    # the general backward runs, the separate sum does
-    fast = dtype == torch.float32 or shape[-1] % 32 == 0
+    # the fast kernels take float32 data (with record_states the membrane's input is the synaptic
+    # stage's float32 current) and 2-byte data in whole warps' rows (pairs_copyable: F % 32 == 0);
+    # where the general backward runs, the separate sum does
+    fast = dtype == torch.float32 or record_states or shape[-1] % 32 == 0
     assert any("membrane_backward_fast" in name for name in kernels) == fast
     assert any("decay_grad" in name for name in kernels) != fast
 
