@@ -312,6 +312,25 @@ def test_reset_takes_no_zeros_of_another_shape_or_dtype(device, kernels_backend)
     assert torch.count_nonzero(e.v_mem) == 0
 
 
+def test_reset_after_an_inference_mode_forward_is_sinabs():
+    """Zeros from a forward in inference mode become the states at a reset in inference mode;
+    outside it they are not taken (autograd could not save them for a backward), and the reset
+    refuses the inference-mode states as sinabs' reset does."""
+    s, e = pair("LIF", "cpu", tau_mem=10.0)
+    x = torch.randn(2, 5, 3) * 4
+    with torch.inference_mode():
+        e(x)
+        e.reset_states()
+        assert torch.count_nonzero(e.v_mem) == 0
+        compare(s, e, x, grads=False)
+    errors = []
+    for layer in (s, e):
+        with pytest.raises(RuntimeError, match="inference tensor") as error:
+            layer.reset_states()
+        errors.append(str(error.value))
+    assert errors[0] == errors[1]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("tau_syn", [None, 5.0])
