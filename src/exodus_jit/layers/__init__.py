@@ -132,10 +132,11 @@ class ExodusNeuronMixin:
 
     def _taken_zeros(self, zeros: dict) -> bool:
         """Whether `zeros` (from the last forward, never handed out before) can be the states: one
-        for each state, each of its shape, dtype and device; not those of a forward in inference
-        mode outside it (autograd could not save them; the states are then reset as sinabs does)."""
+        for each state, each of its shape, dtype and device; not while torch.compile traces (its
+        graphs zero the states as they are), nor those of a forward in inference mode outside it
+        (autograd could not save them; the states are then reset as sinabs does)."""
         buffers = self._buffers
-        if self._modules or len(zeros) != sum(b is not None for b in buffers.values()):
+        if self._modules or torch.compiler.is_compiling() or len(zeros) != sum(b is not None for b in buffers.values()):
             return False
         if zeros["v_mem"].is_inference() and not torch.is_inference_mode_enabled():
             return False
