@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from exodus_jit import layers  # noqa: E402
 
 
-def per_call_us(layer, device: str, calls: int = 2000) -> dict:
-    x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
-    g = torch.randn(1, 1, 1, device=device)
+def per_call_us(layer, device: str, calls: int = 2000, shape=(1, 1, 1)) -> dict:
+    x = (torch.randn(shape, device=device) * 10).requires_grad_()
+    g = torch.randn(shape, device=device)
     for _ in range(50):
         layer.reset_states()
         layer(x).backward(g)
@@ -208,7 +208,10 @@ def main() -> None:
     parser.add_argument("--ops", action="store_true", help="also time direct calls of the backend ops")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time each layer of the LIF's call path (forward and backward)")
+    parser.add_argument("--shape", default="1x1x1",
+                        help="the layers' input, B x T x neuron shape (default 1x1x1; 1x1x2x2x2: a convolutional layer's)")
     args = parser.parse_args()
+    shape = tuple(int(n) for n in args.shape.split("x"))
     if args.breakdown:
         for name, (fwd, bwd) in breakdown_us(args.device).items():
             print(f"path host us/call on {args.device}: {name:32s} forward {fwd:6.1f}  backward {bwd:6.1f}")
@@ -216,8 +219,8 @@ def main() -> None:
         for name, us in ops_us(args.device).items():
             print(f"op host us/call on {args.device}: {name} {us:.1f}")
     for name, layer in (("LIF", layers.LIF(tau_mem=10.0)), ("IAF", layers.IAF())):
-        t = per_call_us(layer.to(args.device), args.device)
-        print(f"{name} host us/call on {args.device}: reset_states {t['reset']:.0f}, forward {t['forward']:.0f}, "
+        t = per_call_us(layer.to(args.device), args.device, shape=shape)
+        print(f"{name} {args.shape} host us/call on {args.device}: reset_states {t['reset']:.0f}, forward {t['forward']:.0f}, "
               f"backward {t['backward']:.0f}")
     if args.profile:
         layer = layers.LIF(tau_mem=10.0).to(args.device)
