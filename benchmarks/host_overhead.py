@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from exodus_jit import layers  # noqa: E402
 
 
-def per_call_us(layer, device: str, calls: int = 2000, shape=(1, 1, 1)) -> dict:
+def per_call_us(layer, device: str, calls: int = 2000, shape: tuple = (1, 1, 1)) -> dict:
     x = (torch.randn(shape, device=device) * 10).requires_grad_()
     g = torch.randn(shape, device=device)
     for _ in range(50):
