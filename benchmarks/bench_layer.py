@@ -1,11 +1,15 @@
 """Time one neuron layer, forward and backward separately, per DESIGN.md / ANCHORS.md protocol.
 
-LIF layer alone (tau_mem=10, default sinabs options), input randn * 10 requiring grad, ~10%
-firing; CUDA events after warm-up, median of repeats; peak extra memory of one forward +
-backward. Also the device-to-device copy bandwidth, to put achieved bytes/s next to it, and
-(framework "floor") the protocol's floor: one autograd Function with a copy-speed kernel each way.
+Mode "layer": the LIF layer alone (tau_mem=10, default sinabs options), input randn * 10
+requiring grad, ~10% firing; CUDA events after warm-up, median of repeats; peak extra memory of
+one forward + backward. Mode "linear": nn.Linear(N, N) followed by the layer, the Open
+Neuromorphic SNN library benchmark's network (its weights seeded alike for every framework).
+Frameworks: exodus-jit, sinabs (BPTT), sinabs-exodus (2.0, where it is installed),
+SpikingJelly 2.0, and "floor", the protocol's floor: one autograd Function with a copy-speed
+kernel each way. Also the device-to-device copy bandwidth, to put achieved bytes/s next to it.
 
     python benchmarks/bench_layer.py --device cuda --sizes 16x500x512 16x500x16384 --json out.json
+    python benchmarks/bench_layer.py --device cuda --sweep n t --frameworks exodus-jit spikingjelly
 """
 
 from __future__ import annotations
@@ -70,6 +74,13 @@ class FloorLayer(torch.nn.Module):
         return _CopyFloor.apply(x)
 
 
+FRAMEWORKS = ("exodus-jit", "sinabs", "sinabs-exodus", "spikingjelly", "floor")
+MODES = ("layer", "linear")
+# --sweep: B x T x N sizes over the neurons at the protocol's 16 x 500, and over time at 1024
+SWEEPS = {"n": [f"16x500x{n}" for n in (512, 1024, 2048, 4096, 8192, 16384)],
+          "t": [f"16x{t}x1024" for t in (100, 250, 500, 1000, 2000, 4000)]}
+
+
 def make_layer(framework: str, kind: str, device: str):
     if framework == "floor":
         return FloorLayer() if kind == "LIF" else None
@@ -84,9 +95,49 @@ def make_layer(framework: str, kind: str, device: str):
         from exodus_jit import layers
     elif framework == "sinabs":
         import sinabs.layers as layers
+    elif framework == "sinabs-exodus":
+        import sinabs.exodus.layers as layers  # built from its source distribution (benchmarks/README.md)
     else:
         raise ValueError(framework)
     return getattr(layers, name)(**kwargs).to(device)
+
+
+class LinearThen(torch.nn.Module):
+    """nn.Linear(N, N) then a neuron layer: the Open Neuromorphic benchmark's network. The linear
+    map acts on the last dimension, so each framework's own time layout passes through it."""
+
+    def __init__(self, features: int, layer: torch.nn.Module, device: str, dtype=torch.float32):
+        super().__init__()
+        torch.manual_seed(1)  # the same weights for every framework
+        self.linear = torch.nn.Linear(features, features, device=device, dtype=dtype)
+        self.layer = layer
+        self.time_major = getattr(layer, "time_major", False)
+
+    def reset_states(self):
+        self.layer.reset_states()
+
+    def forward(self, x):
+        return self.layer(self.linear(x))
+
+
+def make_model(framework: str, kind: str, device: str, mode: str, features: int, dtype=torch.float32):
+    """The timed module of a mode: the layer alone, or nn.Linear(features, features) in the data's
+    dtype then the layer."""
+    layer = make_layer(framework, kind, device)
+    if layer is None or mode == "layer":
+        return layer
+    if mode == "linear":
+        return LinearThen(features, layer, device, dtype)
+    raise ValueError(mode)
+
+
+def sizes_of(sizes: list, sweeps: list) -> list:
+    """The sizes to run: those given, then each sweep's, in order and without repeats."""
+    out = []
+    for size in [*sizes, *(s for sweep in sweeps for s in SWEEPS[sweep])]:
+        if size not in out:
+            out.append(size)
+    return out
 
 
 class Timer:
@@ -108,9 +159,10 @@ class Timer:
         return (time.perf_counter() - t0) * 1e3
 
 
-def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, warmup: int) -> dict:
+def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, warmup: int,
+          mode: str = "layer") -> dict:
     torch.manual_seed(0)
-    layer = make_layer(framework, kind, device)
+    layer = make_model(framework, kind, device, mode, shape[-1], dtype)
     if layer is None:
         return None
     if getattr(layer, "time_major", False):
@@ -147,7 +199,7 @@ def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, wa
     if device.startswith("cuda"):
         peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
     firing = float((state["out"] > 0).float().mean())
-    return {"framework": framework, "layer": kind, "shape": list(shape) if not getattr(layer, "time_major", False)
+    return {"framework": framework, "layer": kind, "mode": mode, "shape": list(shape) if not getattr(layer, "time_major", False)
             else [shape[1], shape[0], *shape[2:]], "dtype": str(dtype).split(".")[-1],
             "device": device, "forward_ms": statistics.median(fwd), "backward_ms": statistics.median(bwd),
             "total_ms": statistics.median(f + b for f, b in zip(fwd, bwd)),
@@ -169,54 +221,69 @@ def copy_bandwidth(device: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sizes", nargs="+", default=["16x500x512", "16x500x4096", "16x500x16384", "16x4000x1024"])
-    parser.add_argument("--frameworks", nargs="+", default=["exodus-jit"])
+    parser.add_argument("--sizes", nargs="*", default=None,
+                        help="B x T x N sizes (default: the protocol's four, unless --sweep is given)")
+    parser.add_argument("--sweep", nargs="+", default=[], choices=sorted(SWEEPS),
+                        help="n: N from 512 to 16384 at 16 x 500; t: T from 100 to 4000 at 16 x ... x 1024")
+    parser.add_argument("--frameworks", nargs="+", default=["exodus-jit"], choices=FRAMEWORKS)
+    parser.add_argument("--modes", nargs="+", default=["layer"], choices=MODES)
     parser.add_argument("--layers", nargs="+", default=["LIF"])
     parser.add_argument("--dtypes", nargs="+", default=["float32"])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.sizes is None:
+        args.sizes = [] if args.sweep else ["16x500x512", "16x500x4096", "16x500x16384", "16x4000x1024"]
+    sizes = sizes_of(args.sizes, args.sweep)
+    if not sizes:
+        parser.error("no sizes: give --sizes or --sweep")
 
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
            "threads": torch.get_num_threads(), "kernels": os.environ.get("EXODUS_JIT_KERNELS", "fast")}
     results = []
     # the process's own warm-up (allocator pools, first launches of each kernel, host caches, the
-    # host's clock) off the measurements: one throw-away run of every framework and layer at the
-    # first size, as long as a measured one. A shorter one (the first configuration, 3 repeats)
+    # host's clock) off the measurements: one throw-away run of every framework, layer and mode at
+    # the first size, as long as a measured one. A shorter one (the first configuration, 3 repeats)
     # left the first measured configuration slow: exodus-jit's LIF forward at 16x500x512 read
     # 0.005-0.11 ms more than LIF with min_v (the same host path, measured later) in all ten
     # published H200 runs (benchmarks/NOTES.md).
-    first = tuple(int(s) for s in args.sizes[0].split("x"))
-    for framework in args.frameworks:
-        for kind in args.layers:
-            try:
-                bench(framework, kind, first, args.device, getattr(torch, args.dtypes[0]), args.repeats, args.warmup)
-            except Exception:  # reported when measured below
-                pass
-    for size in args.sizes:
-        shape = tuple(int(s) for s in size.split("x"))
+    first = tuple(int(s) for s in sizes[0].split("x"))
+    for mode in args.modes:
         for framework in args.frameworks:
             for kind in args.layers:
-                for dtype in args.dtypes:
-                    try:
-                        r = bench(framework, kind, shape, args.device, getattr(torch, dtype), args.repeats,
-                                  args.warmup)
-                    except Exception as exc:  # a peer that fails here is reported, not fatal
-                        print(f"{framework} {kind} {size} {dtype}: FAILED {type(exc).__name__}: {exc}")
-                        continue
-                    if r is None:
-                        continue
-                    elems = shape[0] * shape[1] * shape[2]
-                    # the floor's bytes: forward reads x, writes s; backward reads g and x, writes g_x
-                    r["floor_bytes"] = elems * 5 * torch.tensor([], dtype=getattr(torch, dtype)).element_size()
-                    r["achieved_gbps"] = r["floor_bytes"] / (r["total_ms"] * 1e-3) / 1e9
-                    results.append(r)
-                    peak = f"{r['peak_extra_mb']:.0f} MB" if r["peak_extra_mb"] is not None else "-"
-                    print(f"{framework:>11} {kind:>8} {size:>13} {r['dtype']:>8}: fwd {r['forward_ms']:8.3f} ms  "
-                          f"bwd {r['backward_ms']:8.3f} ms  total {r['total_ms']:8.3f} ms  peak {peak}  "
-                          f"{r['achieved_gbps']:7.0f} GB/s  firing {r['firing']:.2f}", flush=True)
+                try:
+                    bench(framework, kind, first, args.device, getattr(torch, args.dtypes[0]), args.repeats,
+                          args.warmup, mode)
+                except Exception:  # reported when measured below
+                    pass
+    for mode in args.modes:
+        for size in sizes:
+            shape = tuple(int(s) for s in size.split("x"))
+            for framework in args.frameworks:
+                for kind in args.layers:
+                    for dtype in args.dtypes:
+                        try:
+                            r = bench(framework, kind, shape, args.device, getattr(torch, dtype), args.repeats,
+                                      args.warmup, mode)
+                        except Exception as exc:  # a peer that fails here is reported, not fatal
+                            print(f"{mode} {framework} {kind} {size} {dtype}: FAILED {type(exc).__name__}: {exc}")
+                            continue
+                        if r is None:
+                            continue
+                        bandwidth = ""
+                        if mode == "layer":
+                            elems = shape[0] * shape[1] * shape[2]
+                            # the floor's bytes: forward reads x, writes s; backward reads g and x, writes g_x
+                            r["floor_bytes"] = elems * 5 * torch.tensor([], dtype=getattr(torch, dtype)).element_size()
+                            r["achieved_gbps"] = r["floor_bytes"] / (r["total_ms"] * 1e-3) / 1e9
+                            bandwidth = f"{r['achieved_gbps']:7.0f} GB/s  "
+                        results.append(r)
+                        peak = f"{r['peak_extra_mb']:.0f} MB" if r["peak_extra_mb"] is not None else "-"
+                        print(f"{mode:>6} {framework:>13} {kind:>8} {size:>13} {r['dtype']:>8}: fwd {r['forward_ms']:8.3f} ms  "
+                              f"bwd {r['backward_ms']:8.3f} ms  total {r['total_ms']:8.3f} ms  peak {peak}  "
+                              f"{bandwidth}firing {r['firing']:.2f}", flush=True)
     out = {"environment": env, "results": results}
     if args.device.startswith("cuda"):
         out["copy_gbps"] = copy_bandwidth(args.device)

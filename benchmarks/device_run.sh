@@ -2,7 +2,8 @@
 # One call on the GPU machine: first-use CUDA build, cached load, the CUDA test suite and the
 # layer benchmark. Needs sinabs & co. as wheels in .whl/ (see benchmarks/README.md).
 # Usage (device tool): bash benchmarks/device_run.sh   -> results under $OUT
-# SHORT=1: without sinabs, the general kernels and the examples (little device time left);
+# SHORT=1: without sinabs, sinabs-exodus (built from .whl/sdist), the linear mode, the sweeps, the
+# general kernels and the examples (little device time left); SKIP_TRAIN=1: without the examples;
 # SIZES="...": the main table's sizes.
 source benchmarks/device_env.sh
 rm -rf "$EXODUS_JIT_CACHE"
@@ -38,9 +39,21 @@ if [ -n "${QUICK:-}" ]; then
   exit 0
 fi
 
+# sinabs-exodus 2.0 from its source distribution, built while the tests run (its build time is then
+# not a clean reading: ANCHORS.md has one); a peer that does not build is reported, not fatal
+peers=""
+if [ -z "${SHORT:-}" ]; then
+  MAX_JOBS=8 bash benchmarks/build_sinabs_exodus.sh > /tmp/sinabs-exodus-build.txt 2>&1 &
+  peer_build=$!
+fi
+
 if [ -z "${BENCH_ONLY:-}" ]; then
 echo "== CUDA tests"
 python3 -m pytest -q -m cuda tests/ -p no:cacheprovider ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest_cuda.txt" | tail -25
+fi
+if [ -n "${peer_build:-}" ]; then
+  wait $peer_build && peers="sinabs-exodus"
+  cat /tmp/sinabs-exodus-build.txt | tee -a "$OUT/env.txt"
 fi
 
 echo "== benchmark (exodus-jit, SpikingJelly 2.0 and the protocol's floor in one process layout; sinabs at the small size)"
@@ -54,6 +67,16 @@ mkdir -p /tmp/bench
 python3 benchmarks/bench_layer.py --device cuda --frameworks exodus-jit floor --layers LIF --dtypes float32 bfloat16 float16 \
   --sizes 16x500x16384 --json /tmp/bench/half.json 2>&1 | tee -a "$OUT/bench.txt"
 if [ -z "${SHORT:-}" ]; then
+echo "== the Open Neuromorphic network (nn.Linear + LIF) and the N / T sweeps" | tee -a "$OUT/bench.txt"
+python3 benchmarks/bench_layer.py --device cuda --frameworks exodus-jit spikingjelly floor --modes linear --repeats 10 \
+  --json /tmp/bench/linear.json 2>&1 | tee -a "$OUT/bench.txt"
+python3 benchmarks/bench_layer.py --device cuda --frameworks exodus-jit spikingjelly floor --sweep n t \
+  --json /tmp/bench/sweep.json 2>&1 | tee -a "$OUT/bench.txt"
+if [ -n "$peers" ]; then
+  echo "== sinabs-exodus 2.0 (O(T^2) backward: 3 repeats)" | tee -a "$OUT/bench.txt"
+  python3 benchmarks/bench_layer.py --device cuda --frameworks sinabs-exodus --modes layer linear --repeats 3 --warmup 1 \
+    --json /tmp/bench/sinabs_exodus.json 2>&1 | tee -a "$OUT/bench.txt"
+fi
 echo "== the general kernels (EXODUS_JIT_KERNELS=general), for comparison" | tee -a "$OUT/bench.txt"
 EXODUS_JIT_KERNELS=general python3 benchmarks/bench_layer.py --device cuda --layers LIF \
   --sizes 16x500x512 16x500x16384 16x4000x1024 --json /tmp/bench/general.json 2>&1 | tee -a "$OUT/bench.txt"
@@ -61,7 +84,7 @@ fi
 # at most 8 files come back: the secondary runs travel as one JSON
 python3 -c "import json, pathlib; print(json.dumps({p.stem: json.loads(p.read_text()) for p in pathlib.Path('/tmp/bench').glob('*.json')}))" > "$OUT/bench_extra.json"
 
-[ -z "${SHORT:-}" ] || exit 0
+[ -z "${SHORT:-}${SKIP_TRAIN:-}" ] || exit 0
 echo "== example: train_synthetic on the GPU"
 python3 examples/train_synthetic.py --epochs 5 --plot "$OUT/train_synthetic_loss.png" 2>&1 | tee "$OUT/train.txt"
 

@@ -1,39 +1,62 @@
-"""Plot a bench_layer.py JSON: forward + backward time per size, one bar per framework and layer.
+"""Plot a bench_layer.py JSON: forward + backward time against size, one line per framework (LIF,
+float32), one panel per mode (the layer alone; nn.Linear then the layer), log time axis: the
+peers span four orders of magnitude.
 
     python benchmarks/plot_results.py benchmarks/results/2026-11-28-h200-layer.json out.png
 """
+
+from __future__ import annotations
 
 import json
 import sys
 from collections import defaultdict
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 # the floor: one autograd Function with a copy-speed kernel each way (bench_layer.py FloorLayer)
 LABELS = {"floor": "protocol floor (copy kernels)"}
+TITLES = {"layer": "LIF layer alone", "linear": "nn.Linear + LIF"}
+
+
+def size_key(size: str) -> tuple:
+    b, t, n = (int(p) for p in size.split("x"))
+    return (b * t * n, t, n)
+
+
+def series(results: list) -> dict:
+    """{mode: {framework: {size: total_ms}}} of the LIF float32 rows (JSONs before modes: layer)."""
+    out = defaultdict(lambda: defaultdict(dict))
+    for r in results:
+        if r["layer"] == "LIF" and r.get("dtype", "float32") == "float32":
+            out[r.get("mode", "layer")][r["framework"]]["x".join(map(str, r["shape"]))] = r["total_ms"]
+    return out
 
 
 def main(path: str, out: str) -> None:
+    import matplotlib  # only to draw: series() works without it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
+
     data = json.load(open(path))
-    rows = [r for r in data["results"] if r["layer"] == "LIF"]
-    sizes = sorted({"x".join(map(str, r["shape"])) for r in rows}, key=lambda s: [int(p) for p in s.split("x")])
-    frameworks = sorted({r["framework"] for r in rows})
-    times = defaultdict(dict)
-    for r in rows:
-        times[r["framework"]]["x".join(map(str, r["shape"]))] = r["total_ms"]
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    width = 0.8 / len(frameworks)
-    for i, fw in enumerate(frameworks):
-        xs = [j + i * width for j in range(len(sizes))]
-        ax.bar(xs, [times[fw].get(s, 0) for s in sizes], width, label=LABELS.get(fw, fw))
-    ax.set_xticks([j + width * (len(frameworks) - 1) / 2 for j in range(len(sizes))])
-    ax.set_xticklabels(sizes)
-    ax.set_ylabel("forward + backward (ms, median)")
-    ax.set_title(f"LIF layer, fp32, {data['environment'].get('device_name', '')}")
-    ax.legend()
+    by_mode = series(data["results"])
+    modes = [m for m in TITLES if m in by_mode]
+    fig, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 4.2), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        frameworks = by_mode[mode]
+        sizes = sorted({s for times in frameworks.values() for s in times}, key=size_key)
+        for framework in sorted(frameworks):
+            times = frameworks[framework]
+            xs = [i for i, s in enumerate(sizes) if s in times]
+            ax.plot(xs, [times[sizes[i]] for i in xs], marker="o", label=LABELS.get(framework, framework))
+        ax.set_xticks(range(len(sizes)))
+        ax.set_xticklabels(sizes, rotation=30, ha="right")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.set_xlabel("B x T x N")
+        ax.set_ylabel("forward + backward (ms, median)")
+        ax.set_title(f"{TITLES[mode]}, fp32, {data['environment'].get('device_name', '')}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 

@@ -1,0 +1,72 @@
+"""The benchmark runner's own logic, on the CPU: its sizes, its modes and its plot's grouping.
+
+The timings themselves are not asserted (speed is measured in benchmarks/, not in tests); what
+is asserted is that the runner builds the networks the protocol describes: in the "linear" mode
+every framework gets the same nn.Linear, so exodus-jit's network gives sinabs' spikes.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench_layer():
+    return load("bench_layer")
+
+
+def test_sizes_given_then_sweeps_without_repeats(bench_layer):
+    sizes = bench_layer.sizes_of(["16x500x512", "2x3x4"], ["n", "t"])
+    assert sizes[:2] == ["16x500x512", "2x3x4"]
+    assert len(sizes) == len(set(sizes))
+    assert set(bench_layer.SWEEPS["n"]) | set(bench_layer.SWEEPS["t"]) <= set(sizes)
+    # the n sweep holds the protocol's batch and time and reaches its largest layer
+    assert all(s.startswith("16x500x") for s in bench_layer.SWEEPS["n"]) and "16x500x16384" in sizes
+    assert bench_layer.sizes_of([], []) == []
+
+
+@pytest.mark.parametrize("kind", ["LIF", "LIF_syn"])
+def test_linear_mode_gives_every_framework_the_same_network(bench_layer, kind):
+    x = torch.randn(2, 30, 16) * 3
+    outputs = []
+    for framework in ("exodus-jit", "sinabs"):
+        model = bench_layer.make_model(framework, kind, "cpu", "linear", 16)
+        assert isinstance(model.linear, torch.nn.Linear) and model.linear.in_features == 16
+        with torch.no_grad():
+            outputs.append(model(x))
+    weights = [bench_layer.make_model(f, kind, "cpu", "linear", 16).linear.weight for f in ("exodus-jit", "sinabs")]
+    assert torch.equal(*weights)
+    assert outputs[0].sum() > 0  # some spikes, so the comparison below means something
+    assert torch.equal(outputs[0], outputs[1])  # exodus-jit's forward is sinabs' bit for bit
+
+
+def test_layer_mode_is_the_layer_alone(bench_layer):
+    model = bench_layer.make_model("exodus-jit", "LIF", "cpu", "layer", 16)
+    assert not hasattr(model, "linear") and type(model).__name__ == "LIF"
+    assert bench_layer.make_model("floor", "IAF", "cpu", "linear", 16) is None  # the floor is LIF only
+
+
+def test_bench_reports_each_mode_and_the_plot_groups_by_it(bench_layer):
+    rows = [bench_layer.bench("exodus-jit", "LIF", (2, 20, 8), "cpu", torch.float32, 2, 1, mode)
+            for mode in ("layer", "linear")]
+    assert [r["mode"] for r in rows] == ["layer", "linear"]
+    for r in rows:
+        assert r["shape"] == [2, 20, 8] and r["total_ms"] > 0 and 0 <= r["firing"] <= 1
+    plot = load("plot_results")  # matplotlib is imported only to draw
+    series = plot.series(rows + [{**rows[0], "framework": "floor"}])
+    assert set(series) == {"layer", "linear"}
+    assert series["linear"]["exodus-jit"] == {"2x20x8": rows[1]["total_ms"]}
+    assert set(series["layer"]) == {"exodus-jit", "floor"}
