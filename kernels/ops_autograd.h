@@ -178,17 +178,15 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     if (decay_syn.alpha.defined() && !decay_syn.from_tau) check_decay(*alpha_syn, "alpha_syn");
 
     const int64_t save_kind = static_cast<int64_t>(save ? SaveKind::Checkpoints : SaveKind::Nothing);
-    // zeros in the states' shape (B, *features), written by the kernel: a layer's next
-    // reset_states takes them as its states instead of launching a fill of its own
-    c10::SmallVector<int64_t, 6> zero_shape;
-    if (o.zero_states) {
-      zero_shape.push_back(u.size(0));
-      zero_shape.append(features.begin(), features.end());
-    }
+    // the per-neuron outputs in the states' shape (B, *features), not (B, F) for Python to view
+    // (a layer would clone such views: a launch per state); the zeros too, written by the kernel:
+    // a layer's next reset_states takes them as its states instead of launching a fill of its own
+    c10::SmallVector<int64_t, 6> state_shape{u.size(0)};
+    state_shape.append(features.begin(), features.end());
     // no placeholder tensors for what is not computed: returned are only the outputs computed
     // (Outputs), so each call allocates and wraps no more than it needs
     ForwardOutputs f = Ops<Backend>::template forward_outputs<false>(
-        ForwardRequest{zero_shape}, u, v0, alpha, threshold, subtract, min_v, o.reset_value, o.spike_kind,
+        ForwardRequest{state_shape, o.zero_states}, u, v0, alpha, threshold, subtract, min_v, o.reset_value, o.spike_kind,
         o.max_spikes, o.reset_kind, o.norm_input, save_kind, o.record, o.sum_out, i0, alpha_syn, decay.from_tau,
         decay_syn.from_tau);
     const at::Tensor& ckpt = f.saved;
@@ -248,6 +246,11 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     const bool syn = alpha_syn.defined();
     const Outputs outputs(o, syn);
     auto grad_of = [&](int output) { return output >= 0 ? grads[output] : at::Tensor(); };
+    // the per-neuron outputs' gradients come in the states' shape (B, *features): as (B, F)
+    auto state_grad = [&](int output) {
+      const OptTensor g = grad_or_none(grad_of(output));
+      return g.has_value() ? OptTensor(g->reshape({u.size(0), u.size(2)})) : g;
+    };
     at::Tensor g_out = grads[outputs.out];
     if (!g_out.defined()) {
       // only other outputs' gradients came: a stride-0 zero costs no memory traffic
@@ -267,11 +270,11 @@ struct MembraneFunction : torch::autograd::Function<MembraneFunction<Backend>> {
     request.sum_tau = needs(kArgTau);  // where tau is scalar and alpha from_tau (backward_grads checks)
     request.sum_tau_syn = needs(kArgTauSyn);
     const BackwardGrads g = Ops<Backend>::template backward_grads<false>(
-        request, g_out, grad_or_none(grad_of(outputs.out_sum)), grad_or_none(grad_of(outputs.w_rec)),
-        grad_or_none(grad_of(outputs.v_final)), saved[kSavedCkpt], u, saved[kSavedV0], alpha,
+        request, g_out, state_grad(outputs.out_sum), grad_or_none(grad_of(outputs.w_rec)),
+        state_grad(outputs.v_final), saved[kSavedCkpt], u, saved[kSavedV0], alpha,
         saved[kSavedThreshold], saved[kSavedSubtract], saved_or_none(saved[kSavedMinV]), o.reset_value, o.spike_kind,
         o.max_spikes, o.reset_kind, o.norm_input, o.surrogate_kind, o.surrogate_params, c10::nullopt, alpha_grad,
-        syn ? grad_or_none(grad_of(outputs.i_final)) : OptTensor(), saved_or_none(saved[kSavedI0]),
+        syn ? state_grad(outputs.i_final) : OptTensor(), saved_or_none(saved[kSavedI0]),
         saved_or_none(alpha_syn), alpha_syn_grad, decay.from_tau, decay_syn.from_tau);
 
     variable_list result(kArgCount);

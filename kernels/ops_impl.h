@@ -135,10 +135,12 @@ inline std::pair<float*, unsigned*> tau_sums_scratch(const at::Tensor& ckpt, int
 }
 
 // What the C++ autograd path (ops_autograd.h) asks of a forward beyond the operator's arguments:
-// zeros in the states' shape (B, *features) for the layer's next reset_states, written by the
-// kernel beside v_final (empty: none).
+// the states' shape (B, *features) for the per-neuron outputs (v_final, i_final, out_sum and the
+// zeros; empty: (B, F)), so that no caller reshapes them into views; and zeros in that shape for
+// the layer's next reset_states, written by the kernel beside v_final.
 struct ForwardRequest {
-  at::IntArrayRef zero_states;
+  at::IntArrayRef state_shape;
+  bool zero_states = false;
 };
 
 // The outputs of a forward: the operator's, then the zero states asked for (else undefined).
@@ -221,15 +223,17 @@ struct Ops {
                   ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st))
                   : none(st);
     o.w_rec = record ? at::empty({shape.batch, shape.time, shape.features}, u.options().dtype(st)) : none(st);
-    o.v_final = at::empty({shape.batch, shape.features}, u.options().dtype(st));
-    o.out_sum = sum_out ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
-    o.i_final = syn ? at::empty({shape.batch, shape.features}, u.options().dtype(st)) : none(st);
-    if (!request.zero_states.empty()) {
-      TORCH_CHECK_VALUE(c10::multiply_integers(request.zero_states) == shape.batch * shape.features,
-                        "the zero states' shape ", request.zero_states, " does not hold (", shape.batch, ", ",
-                        shape.features, ") neurons");
-      o.v_zero = at::empty(request.zero_states, u.options().dtype(st));
-      if (syn) o.i_zero = at::empty(request.zero_states, u.options().dtype(st));
+    const int64_t flat[] = {shape.batch, shape.features};  // no heap allocation per call
+    const at::IntArrayRef states = request.state_shape.empty() ? at::IntArrayRef(flat) : request.state_shape;
+    TORCH_CHECK_VALUE(c10::multiply_integers(states) == shape.batch * shape.features, "the states' shape ", states,
+                      " does not hold (", shape.batch, ", ", shape.features, ") neurons");
+    auto per_neuron = [&] { return at::empty(states, u.options().dtype(st)); };
+    o.v_final = per_neuron();
+    o.out_sum = sum_out ? per_neuron() : none(st);
+    o.i_final = syn ? per_neuron() : none(st);
+    if (request.zero_states) {
+      o.v_zero = per_neuron();
+      if (syn) o.i_zero = per_neuron();
     }
     std::vector<at::Tensor> keep;
     auto fill = [&](auto zero) {

@@ -345,6 +345,40 @@ def test_reset_after_forward_launches_nothing(tau_syn, kernels_backend):
     assert cuda_kernel_names(layer.reset_states) != []
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tau_syn", [None, 4.0])
+def test_states_in_the_neuron_shape_are_not_copied(device, tau_syn, kernels_backend, monkeypatch):
+    """On (B, T, C, H, W) data the C++ operator returns the final states and the per-neuron
+    output sums in the neuron shape: the layer keeps the states as they are (no copy, which would
+    be a launch per state and call) and they are no views (sinabs' reset_states detaches them in
+    place, randomize included). Outputs, states and the gradients through v_mem, i_syn and
+    firing_rate stay sinabs'."""
+    s, e = pair("LIF", device, tau_mem=10.0, tau_syn=tau_syn)
+    x = torch.randn(3, 9, 2, 3, 4, device=device) * 4
+    e(x)  # resolves and keeps the call
+    copies = []
+    clone = torch.Tensor.clone
+    monkeypatch.setattr(torch.Tensor, "clone", lambda t, *a, **k: copies.append(t.shape) or clone(t, *a, **k))
+    e.reset_states()
+    e(x)
+    monkeypatch.undo()
+    assert copies == []
+    for state in e.buffers():
+        assert state._base is None and state.shape == (3, 2, 3, 4)
+    e.reset_states(randomize=True)  # sinabs' own: detach_ in place
+    for layer in (s, e):
+        layer.reset_states()
+    compare(s, e, x)  # the loss reads v_mem and firing_rate
+    if tau_syn:
+        grads = []
+        for layer in (s, e):
+            layer.reset_states()
+            xg = x.clone().requires_grad_()
+            layer(xg)
+            grads.append(torch.autograd.grad(layer.i_syn.pow(2).sum(), xg)[0])
+        assert rel_err(grads[1], grads[0]) < 1e-6
+
+
 def test_synaptic_layer_call_takes_the_direct_path(monkeypatch):
     """A LIF with tau_syn (fused synaptic stage) reaches the C++ op without MembraneCall's general
     path (its per-call checks cost host time on every call)."""

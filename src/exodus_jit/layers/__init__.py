@@ -50,7 +50,7 @@ class ExodusNeuronMixin:
             else:  # i_t = a i_{t-1} + x_t: the leaky integrator without clipping
                 late = ops.membrane(input_data, self.i_syn, alpha_syn, spike="none")
                 current, i_final = late.output, late.v_final
-            buffers["i_syn"] = _owned(i_final, trailing_dim)  # what `self.i_syn = ...` does
+            buffers["i_syn"] = _owned(i_final)  # what `self.i_syn = ...` does
             if self.record_states:
                 recordings["i_syn"] = current
         if self.spike_fn is None and self.decay_early:
@@ -58,9 +58,9 @@ class ExodusNeuronMixin:
             current = current * self.alpha_mem_calculated.to(current.device)
         call = self._membrane_call(current, alpha_syn if fused else None)
         result = call(current, buffers["v_mem"], buffers["i_syn"] if fused else None)
-        buffers["v_mem"] = _owned(result.v_final, trailing_dim)
+        buffers["v_mem"] = _owned(result.v_final)
         if fused:
-            buffers["i_syn"] = _owned(result.i_final, trailing_dim)
+            buffers["i_syn"] = _owned(result.i_final)
         # the kernel's fresh zeros for the next reset_states, where it wrote them for every state
         zeros = None
         if result.v_zero is not None and (alpha_syn is None or result.i_zero is not None):
@@ -198,10 +198,11 @@ class ExodusNeuronMixin:
         return "EXODUS " + super().__repr__()
 
 
-def _owned(state: torch.Tensor, trailing_dim) -> torch.Tensor:
-    # sinabs' reset_states detaches buffers in place, which views refuse; the ops return states
-    # of any neuron shape but (N,) as views of their (B, N) result.
-    return state if len(trailing_dim) == 1 else state.clone()
+def _owned(state: torch.Tensor) -> torch.Tensor:
+    # sinabs' reset_states detaches buffers in place, which views refuse. The C++ operator returns
+    # states in the neuron shape (nothing to copy); the other paths return (B, N) results viewed
+    # in it.
+    return state if state._base is None else state.clone()
 
 
 class LIF(ExodusNeuronMixin, sl.LIF):
