@@ -191,6 +191,7 @@ def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, wa
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     fwd, bwd = [], []
+    clocks = [sm_clock_mhz(device)]
     for _ in range(repeats):
         x.grad = None
         fwd.append(timer(forward))
@@ -198,12 +199,41 @@ def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, wa
     peak_mb = None
     if device.startswith("cuda"):
         peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+    clocks.append(sm_clock_mhz(device))
     firing = float((state["out"] > 0).float().mean())
     return {"framework": framework, "layer": kind, "mode": mode, "shape": list(shape) if not getattr(layer, "time_major", False)
             else [shape[1], shape[0], *shape[2:]], "dtype": str(dtype).split(".")[-1],
             "device": device, "forward_ms": statistics.median(fwd), "backward_ms": statistics.median(bwd),
             "total_ms": statistics.median(f + b for f, b in zip(fwd, bwd)),
-            "spread_ms": max(fwd) - min(fwd), "peak_extra_mb": peak_mb, "firing": firing, "repeats": repeats}
+            "spread_ms": max(fwd) - min(fwd), "peak_extra_mb": peak_mb, "firing": firing, "repeats": repeats,
+            "sm_clock_mhz": clocks}  # before and after the timed repeats
+
+
+def sm_clock_mhz(device: str):
+    """The SM clock over nvidia-smi's last sample period (None off CUDA or without NVML)."""
+    if not device.startswith("cuda"):
+        return None
+    try:
+        return torch.cuda.clock_rate()
+    except Exception:  # no pynvml / amdsmi
+        return None
+
+
+def raise_clocks(device: str, seconds: float) -> None:
+    """Back-to-back matrix products for `seconds`, so that a GPU left idle (after the tests, a
+    build) has raised its clocks before the first measurement (an idle H100 reads 345 MHz). In the
+    2026-12-07 run the first configuration measured (LIF 16x500x512) took 0.42 ms against the next
+    ones' 0.16-0.18, and in every published run since 2026-11-29 it read slower than LIF with
+    min_v, the same host path measured later; the throw-away runs at that small size did not
+    help. benchmarks/device_clocks.sh checks this (NOTES.md, fifteenth session)."""
+    if not device.startswith("cuda") or seconds <= 0:
+        return
+    a = torch.randn(4096, 4096, device=device)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(10):
+            a = torch.tanh(a @ a)
+        torch.cuda.synchronize()
 
 
 def copy_bandwidth(device: str) -> float:
@@ -232,6 +262,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--raise-clocks", type=float, default=2.0, metavar="SECONDS",
+                        help="heavy GPU work before measuring, so an idle GPU's clocks are up (0: none)")
     args = parser.parse_args()
     if args.sizes is None:
         args.sizes = [] if args.sweep else ["16x500x512", "16x500x4096", "16x500x16384", "16x4000x1024"]
@@ -249,6 +281,7 @@ def main() -> None:
     # left the first measured configuration slow: exodus-jit's LIF forward at 16x500x512 read
     # 0.005-0.11 ms more than LIF with min_v (the same host path, measured later) in all ten
     # published H200 runs (benchmarks/NOTES.md).
+    raise_clocks(args.device, args.raise_clocks)
     first = tuple(int(s) for s in sizes[0].split("x"))
     for mode in args.modes:
         for framework in args.frameworks:
@@ -283,7 +316,9 @@ def main() -> None:
                         peak = f"{r['peak_extra_mb']:.0f} MB" if r["peak_extra_mb"] is not None else "-"
                         print(f"{mode:>6} {framework:>13} {kind:>8} {size:>13} {r['dtype']:>8}: fwd {r['forward_ms']:8.3f} ms  "
                               f"bwd {r['backward_ms']:8.3f} ms  total {r['total_ms']:8.3f} ms  peak {peak}  "
-                              f"{bandwidth}firing {r['firing']:.2f}", flush=True)
+                              f"{bandwidth}firing {r['firing']:.2f}"
+                              + (f"  SM {r['sm_clock_mhz'][0]}-{r['sm_clock_mhz'][1]} MHz" if r["sm_clock_mhz"][0] else ""),
+                              flush=True)
     out = {"environment": env, "results": results}
     if args.device.startswith("cuda"):
         out["copy_gbps"] = copy_bandwidth(args.device)

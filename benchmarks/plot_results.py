@@ -1,8 +1,10 @@
-"""Plot a bench_layer.py JSON: forward + backward time against size, one line per framework (LIF,
+"""Plot bench_layer.py JSONs: forward + backward time against size, one line per framework (LIF,
 float32), one panel per mode (the layer alone; nn.Linear then the layer), log time axis: the
-peers span four orders of magnitude.
+peers span four orders of magnitude. With several JSONs (processes of one run: the main table,
+the sweeps, a peer run apart) the first to hold a framework's size gives its point.
 
     python benchmarks/plot_results.py benchmarks/results/2026-11-28-h200-layer.json out.png
+    python benchmarks/plot_results.py main.json sweep.json sinabs_exodus.json out.png
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import defaultdict
 # the floor: one autograd Function with a copy-speed kernel each way (bench_layer.py FloorLayer)
 LABELS = {"floor": "protocol floor (copy kernels)"}
 TITLES = {"layer": "LIF layer alone", "linear": "nn.Linear + LIF"}
+COLORS = {"exodus-jit": "C0", "floor": "C1", "spikingjelly": "C2", "sinabs-exodus": "C3", "sinabs": "C4"}
 
 
 def size_key(size: str) -> tuple:
@@ -22,23 +25,25 @@ def size_key(size: str) -> tuple:
 
 
 def series(results: list) -> dict:
-    """{mode: {framework: {size: total_ms}}} of the LIF float32 rows (JSONs before modes: layer)."""
+    """{mode: {framework: {size: total_ms}}} of the LIF float32 rows (JSONs before modes: layer);
+    the first row of a framework, mode and size counts."""
     out = defaultdict(lambda: defaultdict(dict))
     for r in results:
         if r["layer"] == "LIF" and r.get("dtype", "float32") == "float32":
-            out[r.get("mode", "layer")][r["framework"]]["x".join(map(str, r["shape"]))] = r["total_ms"]
+            out[r.get("mode", "layer")][r["framework"]].setdefault("x".join(map(str, r["shape"])), r["total_ms"])
     return out
 
 
-def main(path: str, out: str) -> None:
+def main(paths: list, out: str) -> None:
     import matplotlib  # only to draw: series() works without it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FormatStrFormatter
 
-    data = json.load(open(path))
-    by_mode = series(data["results"])
+    runs = [json.load(open(path)) for path in paths]
+    data = runs[0]
+    by_mode = series([r for run in runs for r in run["results"]])
     modes = [m for m in TITLES if m in by_mode]
     fig, axes = plt.subplots(1, len(modes), figsize=(7 * len(modes), 4.2), squeeze=False)
     for ax, mode in zip(axes[0], modes):
@@ -47,7 +52,8 @@ def main(path: str, out: str) -> None:
         for framework in sorted(frameworks):
             times = frameworks[framework]
             xs = [i for i, s in enumerate(sizes) if s in times]
-            ax.plot(xs, [times[sizes[i]] for i in xs], marker="o", label=LABELS.get(framework, framework))
+            ax.plot(xs, [times[sizes[i]] for i in xs], marker="o", label=LABELS.get(framework, framework),
+                    color=COLORS.get(framework))
         ax.set_xticks(range(len(sizes)))
         ax.set_xticklabels(sizes, rotation=30, ha="right")
         ax.set_yscale("log")
@@ -62,4 +68,6 @@ def main(path: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) < 3:
+        sys.exit("usage: plot_results.py RESULTS.json [MORE.json ...] OUT.png")
+    main(sys.argv[1:-1], sys.argv[-1])

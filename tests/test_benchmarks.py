@@ -70,3 +70,11 @@ def test_bench_reports_each_mode_and_the_plot_groups_by_it(bench_layer):
     assert set(series) == {"layer", "linear"}
     assert series["linear"]["exodus-jit"] == {"2x20x8": rows[1]["total_ms"]}
     assert set(series["layer"]) == {"exodus-jit", "floor"}
+
+
+def test_plot_series_takes_the_first_row_of_each_point():
+    plot = load("plot_results")
+    row = {"framework": "exodus-jit", "layer": "LIF", "shape": [16, 500, 512], "dtype": "float32"}
+    series = plot.series([{**row, "total_ms": 0.2}, {**row, "total_ms": 0.9, "mode": "layer"},
+                          {**row, "total_ms": 5.0, "dtype": "bfloat16"}, {**row, "total_ms": 7.0, "layer": "IAF"}])
+    assert dict(series["layer"]["exodus-jit"]) == {"16x500x512": 0.2}
