@@ -219,23 +219,6 @@ def sm_clock_mhz(device: str):
         return None
 
 
-def raise_clocks(device: str, seconds: float) -> None:
-    """Back-to-back matrix products for `seconds`, so that a GPU left idle (after the tests, a
-    build) has raised its clocks before the first measurement (an idle H100 reads 345 MHz). In the
-    2026-12-07 run the first configuration measured (LIF 16x500x512) took 0.42 ms against the next
-    ones' 0.16-0.18, and in every published run since 2026-11-29 it read slower than LIF with
-    min_v, the same host path measured later; the throw-away runs at that small size did not
-    help. benchmarks/device_clocks.sh checks this (NOTES.md, fifteenth session)."""
-    if not device.startswith("cuda") or seconds <= 0:
-        return
-    a = torch.randn(4096, 4096, device=device)
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for _ in range(10):
-            a = torch.tanh(a @ a)
-        torch.cuda.synchronize()
-
-
 def copy_bandwidth(device: str) -> float:
     """GB/s of a device-to-device copy of 2 GiB, counting bytes read plus written."""
     n = 2**29
@@ -262,8 +245,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--raise-clocks", type=float, default=2.0, metavar="SECONDS",
-                        help="heavy GPU work before measuring, so an idle GPU's clocks are up (0: none)")
     args = parser.parse_args()
     if args.sizes is None:
         args.sizes = [] if args.sweep else ["16x500x512", "16x500x4096", "16x500x16384", "16x4000x1024"]
@@ -281,7 +262,6 @@ def main() -> None:
     # left the first measured configuration slow: exodus-jit's LIF forward at 16x500x512 read
     # 0.005-0.11 ms more than LIF with min_v (the same host path, measured later) in all ten
     # published H200 runs (benchmarks/NOTES.md).
-    raise_clocks(args.device, args.raise_clocks)
     first = tuple(int(s) for s in sizes[0].split("x"))
     for mode in args.modes:
         for framework in args.frameworks:
