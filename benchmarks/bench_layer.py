@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -231,6 +232,38 @@ def copy_bandwidth(device: str) -> float:
     return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
+def nvidia_driver():
+    """The NVIDIA driver's version (NVML, else nvidia-smi), or None."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else version
+    except Exception:
+        pass
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def source_version() -> dict:
+    """exodus-jit's version and, in a git checkout, the commit measured (None where unknown)."""
+    from exodus_jit import __version__
+
+    commit = None
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=30)
+        commit = out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"exodus_jit": __version__, "commit": commit}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -254,7 +287,9 @@ def main() -> None:
 
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
            "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
-           "threads": torch.get_num_threads(), "kernels": os.environ.get("EXODUS_JIT_KERNELS", "fast")}
+           "driver": nvidia_driver() if args.device.startswith("cuda") else None,
+           "threads": torch.get_num_threads(), "kernels": os.environ.get("EXODUS_JIT_KERNELS", "fast"),
+           **source_version()}
     results = []
     # the process's own warm-up (allocator pools, first launches of each kernel, host caches, the
     # host's clock) off the measurements: one throw-away run of every framework, layer and mode at

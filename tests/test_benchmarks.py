@@ -78,3 +78,12 @@ def test_plot_series_takes_the_first_row_of_each_point():
     series = plot.series([{**row, "total_ms": 0.2}, {**row, "total_ms": 0.9, "mode": "layer"},
                           {**row, "total_ms": 5.0, "dtype": "bfloat16"}, {**row, "total_ms": 7.0, "layer": "IAF"}])
     assert dict(series["layer"]["exodus-jit"]) == {"16x500x512": 0.2}
+
+
+def test_results_name_the_code_measured(bench_layer):
+    from exodus_jit import __version__
+
+    info = bench_layer.source_version()
+    assert info["exodus_jit"] == __version__
+    # in a git checkout (CI runs in a clone) the short hash of the commit measured
+    assert info["commit"] is None or (len(info["commit"]) >= 7 and int(info["commit"], 16) >= 0)
