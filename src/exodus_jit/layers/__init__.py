@@ -61,10 +61,11 @@ class ExodusNeuronMixin:
         buffers["v_mem"] = _owned(result.v_final)
         if fused:
             buffers["i_syn"] = _owned(result.i_final)
-        # the kernel's fresh zeros for the next reset_states, where it wrote them for every state
+        # the kernel's fresh zeros for the next reset_states (_taken_zeros checks they cover every
+        # state: a synaptic stage run apart from the kernel has none)
         zeros = None
-        if result.v_zero is not None and (alpha_syn is None or result.i_zero is not None):
-            zeros = {"v_mem": result.v_zero} if alpha_syn is None else {"v_mem": result.v_zero, "i_syn": result.i_zero}
+        if result.v_zero is not None:
+            zeros = {"v_mem": result.v_zero} if result.i_zero is None else {"v_mem": result.v_zero, "i_syn": result.i_zero}
         self.__dict__["_exodus_zeros"] = zeros
         if self.record_states:
             recordings["v_mem"] = result.v_rec
