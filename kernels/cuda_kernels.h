@@ -18,6 +18,10 @@ bool fast_path(const MembraneForwardArgs<float>& a);
 bool fast_path(const MembraneBackwardArgs<float>& a);
 cudaError_t launch_fast(const MembraneForwardArgs<float>& a, cudaStream_t stream);
 cudaError_t launch_fast(const MembraneBackwardArgs<float>& a, cudaStream_t stream);
+// The fast backward as a scan over time (cuda_scan_backward.cu) for float32 layers too small to
+// fill the GPU, which launch_fast chooses where it pays (unless EXODUS_JIT_KERNELS=ring).
+bool scan_backward_takes(const MembraneBackwardArgs<float>& a);
+cudaError_t launch_scan_backward(const MembraneBackwardArgs<float>& a, cudaStream_t stream);
 
 // Whether a backward call's scalar taus can have their gradients summed inside its kernel
 // (TauSums: the fast kernels take it), and the scratch words that needs for a call of `neurons`

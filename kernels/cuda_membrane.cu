@@ -89,6 +89,7 @@ cudaError_t launch_fast(const MembraneForwardArgs<float>& a, cudaStream_t stream
 }
 
 cudaError_t launch_fast(const MembraneBackwardArgs<float>& a, cudaStream_t stream) {
+  if (scan_backward_takes(a)) return launch_scan_backward(a, stream);
   return with_fast_instance(a, [&](auto tag, auto syn, auto wide) {
     return fast::launch_backward<decltype(tag), decltype(syn)::value, decltype(wide)::value>(a, stream);
   });

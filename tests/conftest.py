@@ -24,6 +24,13 @@ def cuda_kernel_names(fn) -> list:
     return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
 
 
+def scan_expected(shape) -> bool:
+    """Whether the CUDA scan backward takes a float32 (B, T, N) call without the synaptic stage:
+    at most one 64-neuron block per multiprocessor, at least 64 steps (cuda_scan_backward.cuh)."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    return -(-shape[0] * shape[2] // 64) <= sms and shape[1] >= 64
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

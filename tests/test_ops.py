@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from conftest import DEVICES, cuda_kernel_names
+from conftest import DEVICES, cuda_kernel_names, scan_expected
 from exodus_jit import ops
 from exodus_jit.ops import Surrogate
 from exodus_jit.ops._config import SaveKind, checkpoints
@@ -287,6 +287,26 @@ def test_scalar_taus_gradients_are_summed_in_the_backward_kernel(shape, dtype, r
     fast = dtype == torch.float32 or record_states or shape[-1] % 32 == 0
     assert any("membrane_backward_fast" in name for name in kernels) == fast
     assert any("decay_grad" in name for name in kernels) != fast
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("shape", [(16, 500, 512), (3, 100, 70)])
+def test_tau_gradient_sum_in_the_scan_backward(shape, kernels_backend):
+    """The scan backward (small layers, cuda_scan_backward.cuh) sums a scalar tau's gradient in
+    its kernel too: the same bits every call, as close to float64's as autograd's sum."""
+    torch.manual_seed(3)
+    x = torch.randn(shape, device="cuda") * 3
+    v0 = torch.zeros(shape[0], shape[2], device="cuda")
+    tau = torch.tensor(9.0, device="cuda")
+    weights = torch.randn_like(x)
+    kernels = cuda_kernel_names(lambda: _tau_grads(x, v0, tau, weights, (ops.Decay,)))
+    assert any("membrane_backward_fast_scan" in name for name in kernels) == scan_expected(shape)
+    assert not any("decay_grad" in name for name in kernels)
+    first, second, autograd = _tau_grads(x, v0, tau, weights, (ops.Decay, ops.Decay, lambda t: torch.exp(-1.0 / t)))
+    assert torch.equal(first, second)
+    (exact,) = _tau_grads(x.double(), v0.double(), tau.double(), weights, (lambda t: torch.exp(-1.0 / t),))
+    assert rel_err(first, exact) <= max(rel_err(autograd, exact), torch.finfo(torch.float32).eps) * 4
 
 
 @pytest.mark.cuda

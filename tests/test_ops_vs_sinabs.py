@@ -9,7 +9,7 @@ from sinabs.activation import (
     PeriodicExponential, SingleExponential, SingleSpike,
 )
 
-from conftest import DEVICES, needs_cuda
+from conftest import DEVICES, cuda_kernel_names, needs_cuda, scan_expected
 from oracle import Config, make_inputs, rel_err, run_exodus, run_sinabs
 
 from exodus_jit import ops
@@ -115,6 +115,31 @@ def test_cuda_matches_cpu_on_long_and_wide_layers(name, shape, kernels_backend):
     for name_, a, b in zip(("u", "v0", "alpha", "i0", "alpha_syn", "i_final"), g_gpu, g_cpu):
         bound = 0 if name_ == "i_final" else 1e-5  # i_final is a value: equal
         assert rel_err(a, b) <= bound, f"{name_}: {rel_err(a, b):.2e}"
+
+
+SCAN_CONFIGS = ["lif", "lif_minv", "reset_to_value", "single_heaviside", "max_spikes", "expleak"]
+
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("name", SCAN_CONFIGS)
+@pytest.mark.parametrize("shape", [(1, 64, 1), (3, 70, 37), (2, 501, 96), (16, 500, 512)])
+def test_cuda_scan_backward_matches_cpu(name, shape, kernels_backend):
+    """Layers too small to fill the GPU (at most one 64-neuron block per multiprocessor) and at
+    least 64 steps long take the backward as a scan over time (cuda_scan_backward.cuh): ranges of
+    checkpoint segments per thread, their carries chained per neuron. Its gradients equal the
+    CPU kernels' within float32 rounding, also where ranges are empty (70 steps: 9 segments over
+    8 ranges), a segment is partial, a block is partly filled, and with out_sum's gradient."""
+    x = torch.randn(shape) * 4
+    (out_cpu, vf_cpu, sum_cpu, *g_cpu), (out_gpu, vf_gpu, sum_gpu, *g_gpu) = _membrane_on_both(
+        x, LONG_CONFIGS[name], True)
+    assert torch.equal(out_gpu, out_cpu) and torch.equal(vf_gpu, vf_cpu)
+    for name_, a, b in zip(("u", "v0", "alpha"), g_cpu, g_gpu):
+        assert rel_err(a, b) <= 1e-5, f"{name_}: {rel_err(a, b):.2e}"
+    u, v0 = x.cuda().requires_grad_(), torch.zeros(shape[0], shape[2], device="cuda")
+    names = cuda_kernel_names(lambda: ops.membrane(u, v0, 0.9, 1.0, **LONG_CONFIGS[name]).output.sum().backward())
+    assert any("membrane_backward_fast_scan" in n for n in names) == scan_expected(shape), names
 
 
 def _membrane_on_both(x, kwargs, with_sum, devices=("cpu", "cuda")):

@@ -62,10 +62,11 @@ def cpu_spec() -> ExtensionSpec:
 
 
 def cuda_spec() -> ExtensionSpec:
-    # the fast kernels' instances per data type, synaptic stage and copy width, each in a file of
-    # its own: they compile in parallel
+    # the fast kernels' instances per data type, synaptic stage and copy width, and the scan
+    # backward's, each in a file of their own: they compile in parallel
     fast = [f"cuda_membrane{t}{s}{w}.cu" for t in ("", "_half", "_bf16") for s in ("", "_syn") for w in ("", "_wide")]
-    sources = ("cuda_kernels.cu", "cuda_decay.cu", *fast, "ops_cuda.cpp")
+    sources = ("cuda_kernels.cu", "cuda_decay.cu", *fast, "cuda_scan_backward.cu", "cuda_scan_backward_multi.cu",
+               "cuda_scan_backward_max.cu", "ops_cuda.cpp")
     return _spec("exodus_kernels_cuda", sources, cuda_cflags=HALF_CONVERSIONS)
 
 

@@ -1,0 +1,229 @@
+// The fast backward for layers too small to fill the GPU (float32 data without the synaptic
+// stage): a scan over time instead of one thread walking all T steps of its neuron.
+//
+// The ring kernel (cuda_membrane.cuh) gives each neuron one thread, so at 16x500x512 its 8192
+// threads walk 500 dependent steps each and the GPU waits on one warp per scheduler (~84 ns a
+// step, 42 us). But the reverse recurrence is affine in the carry H_t (alpha times the next
+// step's dL/dv): every cell's grad_v is A_t H_t + B_t with A_t = grad_v(sigma, 0, 1, gate) and
+// B_t = grad_v(sigma, g_y, 0, gate) (mul_add(a, 1, 0) == a, so both are the walk's own
+// arithmetic). So each neuron's checkpoint segments are split into kScanRanges ranges, one thread
+// each:
+//   1. each thread recomputes its segments from their checkpoints and composes its range's map
+//      H_before = P H_after + Q, latest step first;
+//   2. per neuron, one thread runs the maps from the last range (H = the final state's gradient)
+//      to the first, leaving each range its incoming carry (and v0's gradient);
+//   3. each thread walks its range again with that carry, as the ring kernel's reverse walk does,
+//      writing the input gradients and summing alpha's gradient; the ranges' sums are added per
+//      neuron in range order, and TauSums as in the ring kernel.
+// The carry into a range goes through P and Q, so its rounding differs from the one-thread walk's
+// (within float32's relative error over the range: the CUDA-vs-CPU tests' 1e-5).
+#pragma once
+
+#include <type_traits>
+
+#include "cuda_division.cuh"
+#include "cuda_kernels.h"
+#include "cuda_sums.cuh"
+#include "neuron_cell.h"
+
+namespace exodus {
+namespace fast {
+
+constexpr int kScanNeurons = 64;                         // neurons per block: the ring kernel's grid,
+                                                         // so TauSums' scratch (per block) fits
+// segment ranges per neuron: 512 threads a block, so ptxas may take up to 128 registers (at 16
+// ranges, 1024 threads and 64 registers, every spiking cell spilled 64-180 bytes)
+constexpr int kScanRanges = 8;
+constexpr int kScanThreads = kScanNeurons * kScanRanges;
+
+// Where the scan pays: the ring kernel's grid holds at most one block per multiprocessor (each
+// thread then walks alone on its scheduler) and the sequence is long enough to split (8
+// segments, one per range). Measured on an H100 (kernel_time.py, LIF): 16x500x512 42.6 -> 37.9 us,
+// 2x500x512 41.8 -> 19.9, 4x4000x1024 306 -> 213; each thread's 16 segment passes wait on
+// memory once each, with 4 warps per scheduler to hide it (predicted 10-20 us at 16x500x512).
+inline bool scan_suits(int64_t neurons, int64_t steps, int sms) {
+  return sms > 0 && (neurons + kScanNeurons - 1) / kScanNeurons <= sms && steps >= 8 * kCheckpointSteps;
+}
+
+template <class C>
+__global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(const MembraneBackwardArgs<float> a) {
+  constexpr int K = kCheckpointSteps;
+  // the ranges' maps (P, then the incoming carry), their Q, and alpha's gradient per range;
+  // finish_tau_sums reuses them (kScanThreads + 1 words)
+  __shared__ float scan_p[kScanThreads], scan_q[kScanThreads + 1];
+  const int lane = threadIdx.x % kScanNeurons, range = threadIdx.x / kScanNeurons;
+  const int64_t n = blockIdx.x * static_cast<int64_t>(kScanNeurons) + lane;
+  // no thread returns early: all meet at the barriers below
+  const bool live = n < a.shape.neurons();
+  const int steps = static_cast<int>(a.shape.time), segments = (steps + K - 1) / K;
+  const int F = static_cast<int>(a.shape.features);
+  const int per_range = (segments + kScanRanges - 1) / kScanRanges;
+  const int first_seg = min(segments, range * per_range), end_seg = min(segments, first_seg + per_range);
+  const int64_t b = live ? n / F : 0, f = live ? n % F : 0;
+  const C cell(a.p, f);
+  const Reciprocal theta_reciprocal(cell.theta);
+  const float* u = static_cast<const float*>(a.u.data) + a.u.offset(b, 0, f);
+  const float* g_out = static_cast<const float*>(a.g_out.data) + a.g_out.offset(b, 0, f);
+  const float* ckpt = a.ckpt + b * segments * F + f;
+  float* g_u = static_cast<float*>(a.g_u) + b * steps * F + f;
+  // strides fit an int (fast_path checks them over kChunk steps): per step an int multiply-add,
+  // no 64-bit products
+  const int su = static_cast<int>(a.u.st), sg = static_cast<int>(a.g_out.st);
+  const float g_shift = live && a.g_out_sum ? a.g_out_sum[n] : 0.f;
+  const bool alpha_grad = a.g_alpha != nullptr || a.tau_sums.g_tau != nullptr, norm_input = a.p.norm_input;
+
+  // One segment, recomputed from its checkpoint: the surrogate of each step in sigma (the
+  // membrane for non-spiking cells, whose grad_v ignores it), the gates as bits and, with kAlpha
+  // (the walk of step 3, where alpha needs a gradient), dv/dalpha per step; then walk(k, gate,
+  // output gradient) for its steps, latest first. kWhole: all K steps, as straight-line code
+  // (only the sequence's last segment may be shorter). The segment's inputs and output gradients
+  // are loaded into registers first, all in flight at once: read where the walk needs them, the
+  // compiler must order each load after the walk's stores to g_u (which may alias g_out for all
+  // it knows), one memory latency per step.
+  float sigma[K], d_alpha[K], x_in[K], g_in[K];
+  unsigned gates = 0;
+  auto segment = [&](int seg, auto whole, auto with_alpha, const auto& walk) {
+    constexpr bool kWhole = decltype(whole)::value, kAlpha = decltype(with_alpha)::value;
+    const int len = kWhole ? K : steps - seg * K;
+    const float* x_seg = u + static_cast<int64_t>(seg) * K * su;
+    const float* g_seg = g_out + static_cast<int64_t>(seg) * K * sg;
+    const float w0 = ckpt[static_cast<int64_t>(seg) * F];
+    EXODUS_UNROLL
+    for (int k = 0; k < K; ++k) {
+      const bool in = kWhole || k < len;
+      x_in[k] = in ? x_seg[k * su] : 0.f;
+      g_in[k] = in ? g_seg[k * sg] : 0.f;
+    }
+    auto run = [&](const auto& div) {
+      float w = w0;
+      gates = 0;
+      EXODUS_UNROLL
+      for (int k = 0; k < K; ++k) {
+        if (!kWhole && k >= len) {
+          sigma[k] = 0.f;
+          if (kAlpha) d_alpha[k] = 0.f;
+          continue;
+        }
+        const float x = x_in[k];
+        const float w_prev = w;
+        float gate = 1.f;
+        cell.recompute(w, x, sigma[k], gate, div);
+        if (C::kGated && gate != 0.f) gates |= 1u << k;
+        if (kAlpha) d_alpha[k] = norm_input ? w_prev - x : w_prev;
+      }
+    };
+    bool unsafe = C::kDivides && !theta_reciprocal.theta_ok;
+    using Division = std::conditional_t<C::kClips, MaskedReciprocalDivision, ReciprocalDivision>;
+    run(Division{theta_reciprocal.y, &unsafe});
+    if (C::kDivides && unsafe) run(IeeeDivision{});  // rare: the segment again with IEEE division
+    if constexpr (C::kSpiking) surrogate_grads<K>(sigma, cell.theta, a.surrogate);
+    EXODUS_UNROLL
+    for (int k = K - 1; k >= 0; --k) {
+      if (!kWhole && k >= len) continue;
+      const float gate = C::kGated ? ((gates >> k) & 1u ? 1.f : 0.f) : 1.f;
+      walk(k, gate, g_in[k] + g_shift);
+    }
+  };
+  // the range's segments, latest first, each as whole or partial
+  auto each_segment = [&](auto with_alpha, const auto& walk_of) {
+    for (int seg = end_seg - 1; seg >= first_seg; --seg) {
+      if (steps - seg * K >= K) segment(seg, std::true_type{}, with_alpha, walk_of(seg));
+      else segment(seg, std::false_type{}, with_alpha, walk_of(seg));
+    }
+  };
+
+  // 1. this range's map of the carry, latest step first: H_before = p H_after + q
+  float p = 1.f, q = 0.f;
+  if (live) {
+    each_segment(std::false_type{}, [&](int) {
+      return [&](int k, float gate, float g_y) {
+        const float slope = cell.grad_v(sigma[k], 0.f, 1.f, gate);
+        const float offset = cell.grad_v(sigma[k], g_y, 0.f, gate);
+        q = cell.alpha * mul_add(slope, q, offset);
+        p = cell.alpha * (slope * p);
+      };
+    });
+  }
+  scan_p[threadIdx.x] = p;
+  scan_q[threadIdx.x] = q;
+  __syncthreads();
+
+  // 2. per neuron, the carry into each range, from the last range to the first
+  if (range == 0 && live) {
+    float carry = a.g_vfinal ? a.g_vfinal[n] : 0.f;
+    for (int r = kScanRanges - 1; r >= 0; --r) {
+      const int slot = r * kScanNeurons + lane;
+      const float p_r = scan_p[slot], q_r = scan_q[slot];
+      scan_p[slot] = carry;  // the carry into range r, for its walk
+      carry = mul_add(p_r, carry, q_r);
+    }
+    if (a.g_v0) a.g_v0[n] = carry;
+  }
+  __syncthreads();
+
+  // 3. the range's walk with its carry: input gradients and alpha's gradient
+  float carry = scan_p[threadIdx.x], g_alpha = 0.f;
+  auto walk = [&](auto with_alpha) {
+    constexpr bool kAlpha = decltype(with_alpha)::value;
+    each_segment(with_alpha, [&](int seg) {
+      float* gu = g_u + static_cast<int64_t>(seg) * K * F;
+      return [&, gu](int k, float gate, float g_y) {
+        const float gv = cell.grad_v(sigma[k], g_y, carry, gate);
+        gu[k * F] = cell.in_scale * gv;
+        if (kAlpha) g_alpha = mul_add(gv, d_alpha[k], g_alpha);
+        carry = cell.alpha * gv;
+      };
+    });
+  };
+  if (live) {
+    if (alpha_grad) walk(std::true_type{});
+    else walk(std::false_type{});
+  }
+  // alpha's gradient per neuron: the ranges' sums in range order
+  scan_q[threadIdx.x] = g_alpha;
+  __syncthreads();
+  float neuron_g_alpha = 0.f;
+  if (range == 0) {
+    for (int r = 0; r < kScanRanges; ++r) neuron_g_alpha += scan_q[r * kScanNeurons + lane];
+    if (live && a.g_alpha) a.g_alpha[n] = neuron_g_alpha;
+  }
+  if (a.tau_sums.present()) {
+    __syncthreads();  // scan_q is read: finish_tau_sums takes the shared memory
+    // every thread takes part (the barriers), the neurons' values in the first kScanNeurons slots;
+    // the others add zeros, so the fixed tree sums as a 64-slot tree would (up to a zero's sign)
+    finish_tau_sums<kScanThreads>(a.tau_sums, range == 0 && live ? neuron_g_alpha : 0.f, 0.f, a.p.alpha.data,
+                                  nullptr, scan_q, kScanThreads);
+  }
+}
+
+// The scan's launch for the cells of spike kind S (as with_cell_type dispatches them): one block
+// of kScanThreads per kScanNeurons neurons. The spike kinds' instances are split over three files
+// (cuda_scan_backward.cu, _multi.cu, _max.cu: ~20 s each on one core here), so that they compile
+// in parallel.
+template <SpikeKind S>
+cudaError_t launch_backward_scan(const MembraneBackwardArgs<float>& a, cudaStream_t stream) {
+  auto launch = [&](auto* cell) {
+    using C = std::remove_pointer_t<decltype(cell)>;
+    const unsigned blocks = static_cast<unsigned>((a.shape.neurons() + kScanNeurons - 1) / kScanNeurons);
+    membrane_backward_fast_scan<C><<<blocks, kScanThreads, 0, stream>>>(a);
+    return cudaGetLastError();
+  };
+  auto with_clip = [&](auto reset) {
+    constexpr ResetKind R = decltype(reset)::value;
+    if (a.p.min_v.present()) return launch(static_cast<Cell<float, S, R, true>*>(nullptr));
+    return launch(static_cast<Cell<float, S, R, false>*>(nullptr));
+  };
+  using Subtract = std::integral_constant<ResetKind, ResetKind::Subtract>;
+  if constexpr (S == SpikeKind::None) {
+    return with_clip(Subtract{});
+  } else {
+    if (a.p.reset == ResetKind::Subtract) return with_clip(Subtract{});
+    return with_clip(std::integral_constant<ResetKind, ResetKind::ToValue>{});
+  }
+}
+
+#define EXODUS_SCAN_INSTANCES(EXTERN, S) \
+  EXTERN template cudaError_t launch_backward_scan<S>(const MembraneBackwardArgs<float>&, cudaStream_t);
+
+}  // namespace fast
+}  // namespace exodus
