@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -251,17 +252,25 @@ def nvidia_driver():
 
 
 def source_version() -> dict:
-    """exodus-jit's version and, in a git checkout, the commit measured (None where unknown)."""
+    """exodus-jit's version, the hash of the kernel sources the JIT builds (its cache key's source
+    part: what ran, whatever the checkout) and, in a git checkout, the commit and whether src/ or
+    kernels/ differ from it (a GPU machine may get a working tree ahead of its .git: None where
+    unknown)."""
     from exodus_jit import __version__
+    from exodus_jit.ops import _extension
 
-    commit = None
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=30)
-        commit = out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"exodus_jit": __version__, "commit": commit}
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                                 text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD") or None
+    changes = git("status", "--porcelain", "--", "src", "kernels") if commit else None
+    return {"exodus_jit": __version__, "commit": commit, "sources_differ": None if changes is None else changes != "",
+            "kernel_sources": _extension.cuda_spec().source_hash()[:16]}
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ every framework gets the same nn.Linear, so exodus-jit's network gives sinabs' s
 """
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -87,3 +88,28 @@ def test_results_name_the_code_measured(bench_layer):
     assert info["exodus_jit"] == __version__
     # in a git checkout (CI runs in a clone) the short hash of the commit measured
     assert info["commit"] is None or (len(info["commit"]) >= 7 and int(info["commit"], 16) >= 0)
+    # the kernel sources' hash is the JIT cache key's source part, so it names what was built
+    from exodus_jit.ops import _extension
+
+    assert info["kernel_sources"] == _extension.cuda_spec().source_hash()[:16]
+
+
+def test_results_say_when_the_sources_differ_from_the_commit(bench_layer, tmp_path, monkeypatch):
+    """A GPU machine can get a working tree ahead of its .git: the commit alone would then name
+    code that did not run."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    root = tmp_path / "checkout"
+    (root / "benchmarks").mkdir(parents=True)
+    (root / "src").mkdir()
+    (root / "src" / "a.py").write_text("x = 1\n")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "first"]):
+        subprocess.run(["git", *args], cwd=root, check=True, env={**os.environ, **env})
+    monkeypatch.setattr(bench_layer, "__file__", str(root / "benchmarks" / "bench_layer.py"))
+    assert bench_layer.source_version()["sources_differ"] is False
+    (root / "src" / "a.py").write_text("x = 2\n")
+    assert bench_layer.source_version()["sources_differ"] is True
