@@ -19,13 +19,19 @@ EXODUS_SCAN_INSTANCES(extern, SpikeKind::Max)
 
 namespace {
 
-// EXODUS_JIT_KERNELS=ring keeps every fast backward on the ring kernel (for comparisons).
-bool scan_enabled() {
-  static const bool enabled = [] {
-    const char* choice = std::getenv("EXODUS_JIT_KERNELS");
-    return choice == nullptr || std::strcmp(choice, "ring") != 0;
+// EXODUS_JIT_KERNELS=ring keeps every fast backward on the ring kernel, =scan takes the scan for
+// every float32 call without the synaptic stage, also where it does not suit (both for
+// comparisons and tests); otherwise scan_suits decides.
+enum class ScanChoice { Suited, Never, Always };
+
+ScanChoice scan_choice() {
+  static const ScanChoice choice = [] {
+    const char* value = std::getenv("EXODUS_JIT_KERNELS");
+    if (value != nullptr && std::strcmp(value, "ring") == 0) return ScanChoice::Never;
+    if (value != nullptr && std::strcmp(value, "scan") == 0) return ScanChoice::Always;
+    return ScanChoice::Suited;
   }();
-  return enabled;
+  return choice;
 }
 
 // The current device's multiprocessors, looked up once per device.
@@ -42,8 +48,12 @@ int multiprocessors() {
 
 // float32 data without the synaptic stage (the others keep the ring kernel), on the fast path
 bool scan_backward_takes(const MembraneBackwardArgs<float>& a) {
-  return a.dtype == DType::Float32 && !a.syn.present() && scan_enabled() &&
-         fast::scan_suits(a.shape.neurons(), a.shape.time, multiprocessors());
+  if (a.dtype != DType::Float32 || a.syn.present()) return false;
+  switch (scan_choice()) {
+    case ScanChoice::Never: return false;
+    case ScanChoice::Always: return true;
+    default: return fast::scan_suits(a.shape.neurons(), a.shape.time, multiprocessors());
+  }
 }
 
 // by spike kind as with_cell_type dispatches (neuron_cell.h)
