@@ -41,6 +41,8 @@ constexpr int kScanThreads = kScanNeurons * kScanRanges;
 // segments, one per range). Measured on an H100 (kernel_time.py, LIF): 16x500x512 42.6 -> 37.9 us,
 // 2x500x512 41.8 -> 19.9, 4x4000x1024 306 -> 213; each thread's 16 segment passes wait on
 // memory once each, with 4 warps per scheduler to hide it (predicted 10-20 us at 16x500x512).
+// Where the ring kernel has more blocks than SMs, the scan's doubled recomputation loses
+// (EXODUS_JIT_KERNELS=scan: 16x500x1024 43.8 -> 70.6 us, 16x4000x1024 310 -> 554).
 inline bool scan_suits(int64_t neurons, int64_t steps, int sms) {
   return sms > 0 && (neurons + kScanNeurons - 1) / kScanNeurons <= sms && steps >= 8 * kCheckpointSteps;
 }
