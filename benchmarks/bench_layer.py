@@ -233,6 +233,15 @@ def copy_bandwidth(device: str) -> float:
     return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
+def command_output(*args: str, cwd: Optional[Path] = None) -> Optional[str]:
+    """A command's stripped standard output, or None where it is missing or fails."""
+    try:
+        out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def nvidia_driver():
     """The NVIDIA driver's version (NVML, else nvidia-smi), or None."""
     try:
@@ -243,12 +252,8 @@ def nvidia_driver():
         return version.decode() if isinstance(version, bytes) else version
     except Exception:
         pass
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    out = command_output("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader")
+    return out.splitlines()[0] if out else None
 
 
 def source_version() -> dict:
@@ -259,16 +264,9 @@ def source_version() -> dict:
     from exodus_jit import __version__
     from exodus_jit.ops import _extension
 
-    def git(*args: str) -> Optional[str]:
-        try:
-            out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parents[1], capture_output=True,
-                                 text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "--short", "HEAD") or None
-    changes = git("status", "--porcelain", "--", "src", "kernels") if commit else None
+    root = Path(__file__).resolve().parents[1]
+    commit = command_output("git", "rev-parse", "--short", "HEAD", cwd=root) or None
+    changes = command_output("git", "status", "--porcelain", "--", "src", "kernels", cwd=root) if commit else None
     return {"exodus_jit": __version__, "commit": commit, "sources_differ": None if changes is None else changes != "",
             "kernel_sources": _extension.cuda_spec().source_hash()[:16]}
 
