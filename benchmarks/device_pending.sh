@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One call on the GPU machine for the patches waiting in benchmarks/pending/: this checkout's
+# kernels (and src/) are kept as the A/B variant "base", every patch in PATCHES (default: all of
+# pending/*.patch, in name order) is applied, then
+#   1. the CUDA suite on the patched tree (pytest-cuda.txt), and again with EXODUS_JIT_KERNELS set
+#      to each entry of CHOICES (default "scan general"; "" for none: pytest-cuda-CHOICE.txt),
+#   2. the kernels alone, base against the patched tree (device_ab.sh: ab.json / ab.txt) at SIZES
+#      (default: where the scan backward runs) with the clipped LIF too (MIN_V, default -1).
+# A patch that does not apply stops the call before anything is built. The tree is left patched.
+# Usage (device tool): bash benchmarks/device_pending.sh   (results under $OUT)
+source benchmarks/device_env.sh
+rm -rf "$EXODUS_JIT_CACHE" .variants/base
+mkdir -p .variants/base
+cp -r kernels src .variants/base/
+for patch in ${PATCHES:-benchmarks/pending/*.patch}; do
+  git apply "$patch" || { echo "$patch does not apply"; exit 1; }
+  echo "applied $patch" | tee -a "$OUT/pending.txt"
+done
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/env.txt"
+python3 -m exodus_jit build --cpu --cuda 2>&1 | tee -a "$OUT/env.txt"
+
+echo "== CUDA tests, patched"
+python3 -m pytest -q -m cuda tests/ -p no:cacheprovider 2>&1 | tee "$OUT/pytest-cuda.txt" | tail -15
+for choice in ${CHOICES-scan general}; do
+  echo "== CUDA tests, patched, EXODUS_JIT_KERNELS=$choice"
+  EXODUS_JIT_KERNELS=$choice python3 -m pytest -q -m cuda tests/ -p no:cacheprovider 2>&1 \
+    | tee "$OUT/pytest-cuda-$choice.txt" | tail -5
+done
+
+echo "== kernels alone: base against the patched tree"
+VARIANTS="base current" SIZES=${SIZES:-16x500x512 2x500x512 4x4000x1024} MIN_V=${MIN_V:--1} \
+  DTYPES=${DTYPES:-float32} ROUNDS=${ROUNDS:-2} bash benchmarks/device_ab.sh
