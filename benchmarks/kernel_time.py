@@ -1,12 +1,15 @@
 """GPU time of the membrane kernels alone (no autograd, no Python per launch in the timed region
 but the launch itself): forward and backward of the LIF's fast kernels, back to back, timed with
 CUDA events over many launches, median of rounds. For comparing kernel versions (A/B) without the
-host's per-call time in the numbers.
+host's per-call time in the numbers. Each row also carries a fingerprint of the forward's and the
+backward's outputs for the first input set, so versions that should compute the same bits (a
+change of memory access only) can be seen to.
 
     python benchmarks/kernel_time.py --sizes 16x500x512 16x500x16384 16x4000x1024
 """
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -20,6 +23,17 @@ from exodus_jit.ops._config import SaveKind  # noqa: E402
 
 CONFIG = (0.0, 1, 0, 0, True)  # reset_value, multi spike, max_spikes, subtract reset, norm_input
 SURROGATE = (1, [0.5, 1.0])    # single exponential, sinabs' defaults
+
+
+def fingerprint(outputs) -> str:
+    """The first 12 hex digits of a SHA-1 over the bytes of every non-empty tensor in `outputs`
+    (in order; None and the ops' empty placeholders skipped): equal exactly where the bits are."""
+    digest = hashlib.sha1()
+    for t in outputs:
+        if isinstance(t, torch.Tensor) and t.numel() > 0:
+            digest.update(str((t.dtype, tuple(t.shape))).encode())
+            digest.update(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def time_kernels(shape, dtype, launches: int, rounds: int, min_v=None) -> dict:
@@ -47,7 +61,7 @@ def time_kernels(shape, dtype, launches: int, rounds: int, min_v=None) -> dict:
         return ops.membrane_backward(gs[i % sets], None, None, None, ckpts[i % sets], us[i % sets], v0, alpha, one,
                                      one, clip, *CONFIG, *SURROGATE, None, True)
 
-    result = {}
+    result = {"forward_sha1": fingerprint(forward(0)), "backward_sha1": fingerprint(backward(0))}
     for name, fn in (("forward_us", forward), ("backward_us", backward)):
         for i in range(10):
             fn(i)
@@ -85,7 +99,7 @@ def main() -> None:
             clipped = "" if args.min_v is None else f" min_v {args.min_v:g}"
             print(f"kernels {args.label:12s} {size:14s} {dtype_name:9s}{clipped} forward {r['forward_us']:8.1f} us "
                   f"(spread {r['forward_spread_us']:.1f})  backward {r['backward_us']:8.1f} us "
-                  f"(spread {r['backward_spread_us']:.1f})", flush=True)
+                  f"(spread {r['backward_spread_us']:.1f})  bits {r['forward_sha1']}/{r['backward_sha1']}", flush=True)
     if args.json:
         path = Path(args.json)
         old = json.loads(path.read_text()) if path.exists() else []

@@ -113,3 +113,16 @@ def test_results_say_when_the_sources_differ_from_the_commit(bench_layer, tmp_pa
     assert bench_layer.source_version()["sources_differ"] is False
     (root / "src" / "a.py").write_text("x = 2\n")
     assert bench_layer.source_version()["sources_differ"] is True
+
+
+def test_kernel_time_fingerprint_tells_bits_apart():
+    """kernel_time.py's fingerprint of the kernels' outputs: the same for equal bits (other
+    tensors, placeholders and None skipped), different for one flipped bit or another shape."""
+    fingerprint = load("kernel_time").fingerprint
+    a, b = torch.randn(3, 5), torch.randn(5)
+    same = fingerprint((a.clone(), None, b.clone(), torch.empty(0)))
+    assert fingerprint((a, b)) == same
+    flipped = a.clone()
+    flipped.view(torch.int32)[1, 2] ^= 1
+    assert fingerprint((flipped, b)) != same
+    assert fingerprint((a.reshape(5, 3), b)) != same
