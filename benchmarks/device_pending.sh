@@ -8,6 +8,10 @@
 #   2. the kernels a LIF launches at 16x500x512 under each EXODUS_JIT_KERNELS value (choices.txt),
 #   3. the kernels alone, base against the patched tree (device_ab.sh: ab.json / ab.txt) at SIZES
 #      (default: where the scan backward runs) with the clipped LIF too (MIN_V, default -1).
+# Each patch in pending/alternatives/ (another way to the same end as a pending patch, so the two
+# do not apply together) is applied to a copy of the base as a variant of its own name and timed
+# beside them in step 3; its suite does not run here (it would in a call of its own, moved into
+# pending/ in place of the patch it competes with).
 # A patch that does not apply stops the call before anything is built. The tree is left patched.
 # Usage (device tool): bash benchmarks/device_pending.sh   (results under $OUT)
 source benchmarks/device_env.sh
@@ -17,6 +21,15 @@ cp -r kernels src .variants/base/
 for patch in ${PATCHES:-benchmarks/pending/*.patch}; do
   git apply "$patch" || { echo "$patch does not apply"; exit 1; }
   echo "applied $patch" | tee -a "$OUT/pending.txt"
+done
+alternatives=""
+for alternative in benchmarks/pending/alternatives/*.patch; do
+  [ -e "$alternative" ] || continue
+  name=$(basename "$alternative" .patch)
+  rm -rf ".variants/$name" && mkdir -p ".variants/$name" && cp -r .variants/base/kernels .variants/base/src ".variants/$name/"
+  git apply --directory=".variants/$name" "$alternative" || { echo "$alternative does not apply"; exit 1; }
+  alternatives="$alternatives $name"
+  echo "variant $name: the base with $alternative" | tee -a "$OUT/pending.txt"
 done
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$OUT/env.txt"
 python3 -m exodus_jit build --cpu --cuda 2>&1 | tee -a "$OUT/env.txt"
@@ -49,6 +62,6 @@ print(os.environ["EXODUS_JIT_KERNELS"], names)
 PY
 done
 
-echo "== kernels alone: base against the patched tree"
-VARIANTS="base current" SIZES=${SIZES:-16x500x512 2x500x512 4x4000x1024} MIN_V=${MIN_V:--1} \
+echo "== kernels alone: base against the patched tree${alternatives:+ and$alternatives}"
+VARIANTS="base current$alternatives" SIZES=${SIZES:-16x500x512 2x500x512 4x4000x1024} MIN_V=${MIN_V:--1} \
   DTYPES=${DTYPES:-float32} ROUNDS=${ROUNDS:-2} bash benchmarks/device_ab.sh
