@@ -32,7 +32,7 @@ def fingerprint(outputs) -> str:
     for t in outputs:
         if isinstance(t, torch.Tensor) and t.numel() > 0:
             digest.update(str((t.dtype, tuple(t.shape))).encode())
-            digest.update(t.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+            digest.update(t.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:12]
 
 
