@@ -46,18 +46,19 @@ echo "== the kernels each EXODUS_JIT_KERNELS value launches (LIF, 16x500x512, fo
 for choice in default general ring scan; do
   EXODUS_JIT_KERNELS=$choice python3 - <<'PY' 2>&1 | tee -a "$OUT/choices.txt"
 import os
+import sys
+
 import torch
-from torch.profiler import ProfilerActivity, profile
 from exodus_jit import ops
+
+sys.path.insert(0, "tests")
+from conftest import cuda_kernel_names  # the tests' own reading of the kernels launched
 
 u = (torch.randn(16, 500, 512, device="cuda") * 4).requires_grad_()
 v0 = torch.zeros(16, 512, device="cuda")
-ops.membrane(u, v0, 0.9, 1.0).output.sum().backward()  # built and warm before profiling
-with profile(activities=[ProfilerActivity.CUDA]) as prof:
-    ops.membrane(u, v0, 0.9, 1.0).output.sum().backward()
-    torch.cuda.synchronize()
-names = sorted({e.name.split("<")[0] for e in prof.events()
-                if e.device_type == torch.autograd.DeviceType.CUDA and "membrane" in e.name})
+step = lambda: ops.membrane(u, v0, 0.9, 1.0).output.sum().backward()
+step()  # built and warm before profiling
+names = sorted({name.split("<")[0] for name in cuda_kernel_names(step) if "membrane" in name})
 print(os.environ["EXODUS_JIT_KERNELS"], names)
 PY
 done
