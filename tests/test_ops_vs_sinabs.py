@@ -120,7 +120,6 @@ def test_cuda_matches_cpu_on_long_and_wide_layers(name, shape, kernels_backend):
 SCAN_CONFIGS = ["lif", "lif_minv", "reset_to_value", "single_heaviside", "max_spikes", "expleak"]
 
 
-
 @pytest.mark.cuda
 @needs_cuda
 @pytest.mark.parametrize("name", SCAN_CONFIGS)
@@ -135,6 +134,7 @@ def test_cuda_scan_backward_matches_cpu(name, shape, kernels_backend):
     (out_cpu, vf_cpu, sum_cpu, *g_cpu), (out_gpu, vf_gpu, sum_gpu, *g_gpu) = _membrane_on_both(
         x, LONG_CONFIGS[name], True)
     assert torch.equal(out_gpu, out_cpu) and torch.equal(vf_gpu, vf_cpu)
+    assert rel_err(sum_gpu, sum_cpu) < 1e-6
     for name_, a, b in zip(("u", "v0", "alpha"), g_cpu, g_gpu):
         assert rel_err(a, b) <= 1e-5, f"{name_}: {rel_err(a, b):.2e}"
     u, v0 = x.cuda().requires_grad_(), torch.zeros(shape[0], shape[2], device="cuda")
