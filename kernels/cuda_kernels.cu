@@ -11,6 +11,28 @@
 #include "neuron_loops.h"
 
 namespace exodus {
+
+KernelChoice kernel_choice() {
+  static const KernelChoice choice = [] {
+    const char* value = std::getenv("EXODUS_JIT_KERNELS");
+    if (value == nullptr) return KernelChoice::Auto;
+    if (std::strcmp(value, "general") == 0) return KernelChoice::General;
+    if (std::strcmp(value, "ring") == 0) return KernelChoice::Ring;
+    if (std::strcmp(value, "scan") == 0) return KernelChoice::Scan;
+    return KernelChoice::Auto;
+  }();
+  return choice;
+}
+
+int multiprocessor_count() {
+  constexpr int kDevices = 128;
+  static int cache[kDevices] = {};
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return 0;
+  if (cache[device] == 0) cudaDeviceGetAttribute(&cache[device], cudaDevAttrMultiProcessorCount, device);
+  return cache[device];
+}
+
 namespace {
 
 // Register caps chosen from ptxas reports (no spills): 4 blocks of 256 per multiprocessor
@@ -47,12 +69,8 @@ __global__ void __launch_bounds__(kMaxThreads, 3) synaptic_backward_kernel(const
 // Threads per block: as many as keep every multiprocessor busy with two or more blocks; small
 // layers (few neurons) get smaller blocks rather than idle multiprocessors.
 int threads_for(int64_t neurons) {
-  static int sm_count[128] = {0};
-  int device = 0;
-  cudaGetDevice(&device);
-  if (device >= 0 && device < 128 && sm_count[device] == 0)
-    cudaDeviceGetAttribute(&sm_count[device], cudaDevAttrMultiProcessorCount, device);
-  const int64_t sms = (device >= 0 && device < 128 && sm_count[device] > 0) ? sm_count[device] : 80;
+  const int known = multiprocessor_count();
+  const int64_t sms = known > 0 ? known : 80;
   int threads = kMaxThreads;
   while (threads > 32 && (neurons + threads - 1) / threads < 2 * sms) threads /= 2;
   return threads;
@@ -76,13 +94,7 @@ cudaError_t with_storage_type(DType dtype, Launch launch) {
 
 // The fast membrane kernels take the calls they can (unless EXODUS_JIT_KERNELS=general, which
 // benchmarks and tests use to compare); everything else runs the general kernels here.
-bool fast_kernels_enabled() {
-  static const bool enabled = [] {
-    const char* choice = std::getenv("EXODUS_JIT_KERNELS");
-    return choice == nullptr || std::strcmp(choice, "general") != 0;
-  }();
-  return enabled;
-}
+bool fast_kernels_enabled() { return kernel_choice() != KernelChoice::General; }
 
 // TauSums are summed by the fast backward only (sums_taus_in_kernel): a call that sets them and
 // would reach the general kernels is refused, never run with its gradient of tau left unwritten.

@@ -7,6 +7,24 @@
 
 namespace exodus {
 
+// Which CUDA kernels run, from EXODUS_JIT_KERNELS (read once per process; for comparisons and
+// tests): General never takes the fast kernels, Ring never the scan backward, Scan the scan
+// backward for every float32 fast backward without the synaptic stage; Auto (unset or anything
+// else) lets each call choose.
+enum class KernelChoice { Auto, General, Ring, Scan };
+KernelChoice kernel_choice();
+
+// The current device's multiprocessors, looked up once per device (0 where unknown).
+int multiprocessor_count();
+
+namespace fast {
+// Threads per block of the fast kernels, one neuron each (small blocks spread small layers over
+// all SMs), and so the grid of any kernel that sums TauSums' partials per block (its scratch,
+// tau_sums_words, holds one pair per such block).
+constexpr int kBlock = 64;
+inline int64_t blocks_for(int64_t neurons) { return (neurons + kBlock - 1) / kBlock; }
+}  // namespace fast
+
 template <typename A> cudaError_t launch(const MembraneForwardArgs<A>& a, cudaStream_t stream);
 template <typename A> cudaError_t launch(const MembraneBackwardArgs<A>& a, cudaStream_t stream);
 template <typename A> cudaError_t launch(const SynapticForwardArgs<A>& a, cudaStream_t stream);
@@ -19,7 +37,7 @@ bool fast_path(const MembraneBackwardArgs<float>& a);
 cudaError_t launch_fast(const MembraneForwardArgs<float>& a, cudaStream_t stream);
 cudaError_t launch_fast(const MembraneBackwardArgs<float>& a, cudaStream_t stream);
 // The fast backward as a scan over time (cuda_scan_backward.cu) for float32 layers too small to
-// fill the GPU, which launch_fast chooses where it pays (unless EXODUS_JIT_KERNELS=ring).
+// fill the GPU, which launch_fast chooses where it pays (or as kernel_choice() says).
 bool scan_backward_takes(const MembraneBackwardArgs<float>& a);
 cudaError_t launch_scan_backward(const MembraneBackwardArgs<float>& a, cudaStream_t stream);
 

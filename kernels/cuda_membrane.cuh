@@ -42,7 +42,6 @@ namespace fast {
 constexpr int K = kCheckpointSteps;
 constexpr int kChunk = 2 * K;   // forward steps per ring stage: two checkpoint segments, so the
                                 // per-chunk work (copies, waits, stores) is spread over 16 steps
-constexpr int kBlock = 64;      // threads per block: small blocks spread small layers over all SMs
 constexpr int kMaxStages = 8;
 constexpr int kMaxLaunchSharedBytes = 48 * 1024;
 
@@ -542,9 +541,6 @@ __global__ void __launch_bounds__(kBlock, backward_blocks_per_sm<Syn, C::kClips,
   }
 }
 
-// Blocks of a fast kernel's grid for `neurons` neurons (also the count of TauSums' partials).
-inline int64_t blocks_for(int64_t neurons) { return (neurons + kBlock - 1) / kBlock; }
-
 // What a launch needs to know of a device and a kernel, looked up once per device.
 struct DeviceLimits {
   int sms = 0, smem = 0, blocks_by_regs = 0;
@@ -561,7 +557,7 @@ DeviceLimits limits_of(Kernel kernel, DeviceLimits (&cache)[kMaxDevices]) {
   if (l.sms == 0) {
     cudaDeviceGetAttribute(&l.smem, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&l.blocks_by_regs, kernel, kBlock, 0);
-    cudaDeviceGetAttribute(&l.sms, cudaDevAttrMultiProcessorCount, device);
+    l.sms = multiprocessor_count();
   }
   return l;
 }

@@ -29,8 +29,8 @@
 namespace exodus {
 namespace fast {
 
-constexpr int kScanNeurons = 64;                         // neurons per block: the ring kernel's grid,
-                                                         // so TauSums' scratch (per block) fits
+constexpr int kScanNeurons = kBlock;  // neurons per block: the ring kernel's grid, so TauSums' scratch
+                                     // (a pair of partials per blocks_for's block) fits
 // segment ranges per neuron: 512 threads a block, so ptxas may take up to 128 registers (at 16
 // ranges, 1024 threads and 64 registers, every spiking cell spilled 64-180 bytes)
 constexpr int kScanRanges = 8;
@@ -44,7 +44,7 @@ constexpr int kScanThreads = kScanNeurons * kScanRanges;
 // Where the ring kernel has more blocks than SMs, the scan's doubled recomputation loses
 // (EXODUS_JIT_KERNELS=scan: 16x500x1024 43.8 -> 70.6 us, 16x4000x1024 310 -> 554).
 inline bool scan_suits(int64_t neurons, int64_t steps, int sms) {
-  return sms > 0 && (neurons + kScanNeurons - 1) / kScanNeurons <= sms && steps >= 8 * kCheckpointSteps;
+  return sms > 0 && blocks_for(neurons) <= sms && steps >= 8 * kCheckpointSteps;
 }
 
 template <class C>
@@ -206,7 +206,7 @@ template <SpikeKind S>
 cudaError_t launch_backward_scan(const MembraneBackwardArgs<float>& a, cudaStream_t stream) {
   auto launch = [&](auto* cell) {
     using C = std::remove_pointer_t<decltype(cell)>;
-    const unsigned blocks = static_cast<unsigned>((a.shape.neurons() + kScanNeurons - 1) / kScanNeurons);
+    const unsigned blocks = static_cast<unsigned>(blocks_for(a.shape.neurons()));
     membrane_backward_fast_scan<C><<<blocks, kScanThreads, 0, stream>>>(a);
     return cudaGetLastError();
   };
