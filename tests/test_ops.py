@@ -73,6 +73,33 @@ def test_non_contiguous_and_per_feature_params(device):
         assert rel_err(a, b) < 1e-5
 
 
+def test_backend_environment_variable_is_read_again_by_set_backend_none(monkeypatch):
+    """EXODUS_JIT_BACKEND is read at import and again by set_backend(None), not on every call:
+    the layers' per-call path reads the kept value. What it names runs (the reference returns no
+    kernel-written zero states), and an unknown name is refused at the call."""
+    u = torch.randn(2, 5, 3)
+    call = ops.MembraneCall(u, 0.9, zero_states=True)
+    try:
+        ops.set_backend(None)
+        before = ops.get_backend()
+        monkeypatch.setenv("EXODUS_JIT_BACKEND", "reference" if before == "kernels" else "kernels")
+        assert ops.get_backend() == before  # not read on a call
+        monkeypatch.setenv("EXODUS_JIT_BACKEND", "reference")
+        ops.set_backend(None)
+        assert ops.get_backend() == "reference"
+        assert call(u, torch.zeros(2, 3)).v_zero is None
+        ops.set_backend("kernels")  # an explicit choice wins over the variable
+        assert call(u, torch.zeros(2, 3)).v_zero is not None
+        monkeypatch.setenv("EXODUS_JIT_BACKEND", "bogus")
+        ops.set_backend(None)
+        with pytest.raises(ValueError, match="EXODUS_JIT_BACKEND must be one of"):
+            ops.membrane(u, torch.zeros(2, 3), 0.9)
+    finally:
+        monkeypatch.undo()
+        ops.set_backend(None)
+    assert ops.get_backend() in ops.functional.BACKENDS
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_expanded_grad_output(device):
     """grad of .sum() arrives as a stride-0 tensor; the kernels read it without copying."""

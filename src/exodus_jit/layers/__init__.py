@@ -102,7 +102,7 @@ class ExodusNeuronMixin:
         compiling = torch.compiler.is_compiling()
         if not compiling:
             key = (current.dtype, current.device, current.shape[2:], alpha_syn is not None,
-                   tuple(p.data_ptr() for p in self._parameters.values() if p is not None))
+                   [p.data_ptr() for p in self._parameters.values() if p is not None])  # compared, not hashed
             held = self.__dict__.get("_exodus_call")
             if held is not None and held[0] == key:
                 return held[1]

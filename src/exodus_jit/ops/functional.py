@@ -40,21 +40,28 @@ class Decay:
 ParamLike = Union[Number, Tensor]
 AlphaLike = Union[Number, Tensor, Decay]
 BACKENDS = ("kernels", "reference")
+# EXODUS_JIT_BACKEND as read when this module was imported or at the last set_backend(None): the
+# layers' direct path asks on every call, and reading os.environ there cost ~7 us of a ~60 us
+# layer call on the 2-core box (four Python frames of os._Environ, in the call's hot path)
+_backend_from_env: str = os.environ.get("EXODUS_JIT_BACKEND", "kernels")
 _backend_override: Optional[str] = None
 
 
 def set_backend(name: Optional[str]) -> None:
     """Choose 'kernels' (compiled CPU/CUDA, the default) or 'reference' (pure PyTorch) for all
-    ops; None returns to the EXODUS_JIT_BACKEND environment variable's choice."""
+    ops; None returns to the EXODUS_JIT_BACKEND environment variable's choice, read again now
+    (it is otherwise read once, when exodus_jit is imported)."""
     if name is not None and name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    global _backend_override
+    global _backend_override, _backend_from_env
     _backend_override = name
+    if name is None:
+        _backend_from_env = os.environ.get("EXODUS_JIT_BACKEND", "kernels")
 
 
 def _chosen_backend() -> str:
     """The backend asked for, unchecked (the layers' direct path reads it on every call)."""
-    return _backend_override or os.environ.get("EXODUS_JIT_BACKEND", "kernels")
+    return _backend_override or _backend_from_env
 
 
 def get_backend() -> str:
