@@ -21,6 +21,7 @@
 
 #include <type_traits>
 
+#include "cuda_async.cuh"
 #include "cuda_division.cuh"
 #include "cuda_kernels.h"
 #include "cuda_sums.cuh"
@@ -35,12 +36,6 @@ constexpr int kScanNeurons = kBlock;  // neurons per block: the ring kernel's gr
 // ranges, 1024 threads and 64 registers, every spiking cell spilled 64-180 bytes)
 constexpr int kScanRanges = 8;
 constexpr int kScanThreads = kScanNeurons * kScanRanges;
-
-// A hint that brings the line holding `address` into this multiprocessor's L1: no register is
-// written and nothing waits on it (generic addressing, so any pointer will do).
-__device__ __forceinline__ void prefetch_l1(const void* address) {
-  asm volatile("prefetch.L1 [%0];" ::"l"(address));
-}
 
 // Where the scan pays: the ring kernel's grid holds at most one block per multiprocessor (each
 // thread then walks alone on its scheduler) and the sequence is long enough to split (8
@@ -59,6 +54,9 @@ __global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(c
   // the ranges' maps (P, then the incoming carry), their Q, and alpha's gradient per range;
   // finish_tau_sums reuses them (kScanThreads + 1 words)
   __shared__ float scan_p[kScanThreads], scan_q[kScanThreads + 1];
+  // two stages of each thread's checkpoint and K inputs, filled by cp.async one segment ahead
+  // (the output gradients are read straight: the walk needs them only after the recomputation)
+  __shared__ float stage_w[2][kScanThreads], stage_x[2][K][kScanThreads];
   const int lane = threadIdx.x % kScanNeurons, range = threadIdx.x / kScanNeurons;
   const int64_t n = blockIdx.x * static_cast<int64_t>(kScanNeurons) + lane;
   // no thread returns early: all meet at the barriers below
@@ -84,30 +82,49 @@ __global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(c
   // membrane for non-spiking cells, whose grad_v ignores it), the gates as bits and, with kAlpha
   // (the walk of step 3, where alpha needs a gradient), dv/dalpha per step; then walk(k, gate,
   // output gradient) for its steps, latest first. kWhole: all K steps, as straight-line code
-  // (only the sequence's last segment may be shorter). The segment's inputs and output gradients
-  // are loaded into registers first, all in flight at once: read where the walk needs them, the
-  // compiler must order each load after the walk's stores to g_u (which may alias g_out for all
-  // it knows), one memory latency per step.
-  //
-  // Besides, each segment sends the checkpoint, inputs and output gradients of the segment its
-  // thread takes next (`next`, -1 for none; the first pass's last segment sends the second
-  // pass's first) to L1 while it computes, so that only the thread's first segment waits a
-  // memory latency for its loads (ncu at 16x500x512: 4.2 of the 11.1 cycles per instruction
-  // waited on global loads, one latency for each of a thread's 16 segment passes).
+  // (only the sequence's last segment may be shorter). The segment's output gradients are loaded
+  // into registers first, all in flight at once: read where the walk needs them, the compiler
+  // must order each load after the walk's stores to g_u (which may alias g_out for all it knows),
+  // one memory latency per step. The checkpoint and inputs, which the recomputation needs first,
+  // come from a stage in shared memory that cp.async filled while the thread computed its
+  // previous segment (the first pass's last segment copies the second pass's first), so only the
+  // thread's first segment waits a memory latency for them (ncu at 16x500x512: 4.2 of the 11.1
+  // cycles per instruction waited on global loads, one latency for each of a thread's 16 segment
+  // passes). Each thread copies and reads only its own slots, so waiting for its own copies is all
+  // the synchronisation needed; `next` is the segment it takes after this one (-1: none).
   float sigma[K], d_alpha[K], x_in[K], g_in[K];
   unsigned gates = 0;
+  int stage = 0;
+  // this thread's slots' shared-window addresses, once (stage `to` lies a whole stage further)
+  const unsigned w_shared = static_cast<unsigned>(__cvta_generic_to_shared(&stage_w[0][threadIdx.x]));
+  const unsigned x_shared = static_cast<unsigned>(__cvta_generic_to_shared(&stage_x[0][0][threadIdx.x]));
+  auto copy_segment = [&](int seg, int to) {
+    const int len = min(K, steps - seg * K);  // only the sequence's last segment is short
+    const float* x_seg = u + static_cast<int64_t>(seg) * K * su;
+    constexpr unsigned kSlot = sizeof(float) * kScanThreads;  // a step's slots, all threads
+    copy_async(&stage_w[to][threadIdx.x], w_shared + to * kSlot, ckpt + static_cast<int64_t>(seg) * F);
+    EXODUS_UNROLL
+    for (int k = 0; k < K; ++k) {
+      if (k < len) copy_async(&stage_x[to][k][threadIdx.x], x_shared + (to * K + k) * kSlot, x_seg + k * su);
+    }
+    commit_copies();
+  };
   auto segment = [&](int seg, int next, auto whole, auto with_alpha, const auto& walk) {
     constexpr bool kWhole = decltype(whole)::value, kAlpha = decltype(with_alpha)::value;
     const int len = kWhole ? K : steps - seg * K;
-    const float* x_seg = u + static_cast<int64_t>(seg) * K * su;
     const float* g_seg = g_out + static_cast<int64_t>(seg) * K * sg;
-    const float w0 = ckpt[static_cast<int64_t>(seg) * F];
     EXODUS_UNROLL
-    for (int k = 0; k < K; ++k) {
-      const bool in = kWhole || k < len;
-      x_in[k] = in ? x_seg[k * su] : 0.f;
-      g_in[k] = in ? g_seg[k * sg] : 0.f;
+    for (int k = 0; k < K; ++k) g_in[k] = kWhole || k < len ? g_seg[k * sg] : 0.f;
+    if (next >= 0) {
+      copy_segment(next, stage ^ 1);
+      wait_copies_n<1>();
+    } else {
+      wait_copies_n<0>();
     }
+    const float w0 = stage_w[stage][threadIdx.x];
+    EXODUS_UNROLL
+    for (int k = 0; k < K; ++k) x_in[k] = kWhole || k < len ? stage_x[stage][k][threadIdx.x] : 0.f;
+    stage ^= 1;
     auto run = [&](const auto& div) {
       float w = w0;
       gates = 0;
@@ -130,19 +147,6 @@ __global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(c
     using Division = std::conditional_t<C::kClips, MaskedReciprocalDivision, ReciprocalDivision>;
     run(Division{theta_reciprocal.y, &unsafe});
     if (C::kDivides && unsafe) run(IeeeDivision{});  // rare: the segment again with IEEE division
-    if (next >= 0) {
-      // only the sequence's last segment is short: its missing steps prefetch its last one
-      // again (no branch per step)
-      const int last = min(K, steps - next * K) - 1;
-      const float* x_next = u + static_cast<int64_t>(next) * K * su;
-      const float* g_next = g_out + static_cast<int64_t>(next) * K * sg;
-      prefetch_l1(ckpt + static_cast<int64_t>(next) * F);
-      EXODUS_UNROLL
-      for (int k = 0; k < K; ++k) {
-        prefetch_l1(x_next + min(k, last) * su);
-        prefetch_l1(g_next + min(k, last) * sg);
-      }
-    }
     if constexpr (C::kSpiking) surrogate_grads<K>(sigma, cell.theta, a.surrogate);
     EXODUS_UNROLL
     for (int k = K - 1; k >= 0; --k) {
@@ -152,7 +156,7 @@ __global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(c
     }
   };
   // the range's segments, latest first, each as whole or partial; `then` is the segment the
-  // thread takes after the range's first (phase 1: phase 3's first, prefetched), or -1
+  // thread takes after the range's first (phase 1: phase 3's first, copied ahead), or -1
   auto each_segment = [&](auto with_alpha, const auto& walk_of, int then) {
     for (int seg = end_seg - 1; seg >= first_seg; --seg) {
       const int next = seg > first_seg ? seg - 1 : then;
@@ -163,7 +167,8 @@ __global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(c
 
   // 1. this range's map of the carry, latest step first: H_before = p H_after + q
   float p = 1.f, q = 0.f;
-  if (live) {
+  if (live && end_seg > first_seg) {
+    copy_segment(end_seg - 1, stage);
     each_segment(std::false_type{}, [&](int) {
       return [&](int k, float gate, float g_y) {
         const float slope = cell.grad_v(sigma[k], 0.f, 1.f, gate);
