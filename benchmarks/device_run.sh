@@ -4,7 +4,8 @@
 # Usage (device tool): bash benchmarks/device_run.sh   -> results under $OUT
 # SHORT=1: without sinabs, sinabs-exodus (built from .whl/sdist), the linear mode, the sweeps, the
 # general kernels and the examples (little device time left); SKIP_TRAIN=1: without the examples;
-# SIZES="...": the main table's sizes.
+# SIZES="...": the main table's sizes; QUICK=1: after the build and the host times, only LIF and
+# the floor at three sizes (no tests).
 source benchmarks/device_env.sh
 rm -rf "$EXODUS_JIT_CACHE"
 
@@ -33,8 +34,10 @@ echo "== host time per call (tiny layer)"
 python3 benchmarks/host_overhead.py --device cuda --breakdown ${HOST_PROFILE:+--profile} 2>&1 | tee -a "$OUT/env.txt" | head -40
 
 if [ -n "${QUICK:-}" ]; then
-  # a quick look: the fast kernels at the four sizes, nothing else
-  python3 benchmarks/bench_layer.py --device cuda --layers LIF --sizes 16x500x512 16x500x16384 16x4000x1024 \
+  # a quick look: the fast kernels at three sizes beside the protocol's floor (which tells the
+  # host's speed: without it a quick run's times cannot be compared with another machine's)
+  python3 benchmarks/bench_layer.py --device cuda --frameworks exodus-jit floor --layers LIF \
+    --sizes 16x500x512 16x500x16384 16x4000x1024 \
     --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
   exit 0
 fi
