@@ -136,16 +136,20 @@ class ExodusNeuronMixin:
         for each state, each of its shape, dtype and device; not while torch.compile traces (its
         graphs zero the states as they are), nor those of a forward in inference mode outside it
         (autograd could not save them; the states are then reset as sinabs does)."""
-        buffers = self._buffers
-        if self._modules or torch.compiler.is_compiling() or len(zeros) != sum(b is not None for b in buffers.values()):
+        if self._modules or torch.compiler.is_compiling():
             return False
         if zeros["v_mem"].is_inference() and not torch.is_inference_mode_enabled():
             return False
-        for name, zero in zeros.items():
-            b = buffers.get(name)
-            if b is None or b.shape != zero.shape or b.dtype != zero.dtype or b.device != zero.device:
+        # one pass (this runs in every reset_states): each state has its zero, and no zero is left
+        states = 0
+        for name, b in self._buffers.items():
+            if b is None:
+                continue
+            zero = zeros.get(name)
+            if zero is None or b.shape != zero.shape or b.dtype != zero.dtype or b.device != zero.device:
                 return False
-        return True
+            states += 1
+        return states == len(zeros)
 
     def _apply(self, *args, **kwargs):
         self.__dict__.pop("_exodus_call", None)  # .to(), .cuda(), .double() ... move the parameters
