@@ -2,13 +2,21 @@
 # One call whose work depends on the card that came (a call free to take an H100 or an H200 gets
 # whichever starts): on an H200 the published run (device_run.sh without the examples, then the
 # benchmark in 5 fresh processes, float32 and bfloat16), the run issue 5's targets are read on;
-# on any other card the pending patches' call (device_pending.sh).
+# on any other card the pending patches' call (device_pending.sh). On an H200, if the published
+# run leaves more than a minute of the call's 600 s, device_trace.sh runs after it (trace.tgz).
 # Usage (device tool): bash benchmarks/device_by_card.sh   (results under $OUT)
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $card"
 if [[ "$card" == *H200* ]]; then
   SKIP_TRAIN=1 bash benchmarks/device_run.sh 2>&1 | grep -E "passed|failed|error|build wall|cached load|ms" | tail -60
   PROCESSES=5 DTYPES="float32 bfloat16" bash benchmarks/device_processes.sh
+  # then, in what is left of the call's 600 s, the protocol's timelines (device_trace.sh), packed
+  # as one file: at most 8 files come back, and the published run already writes 7
+  left=$((570 - SECONDS))
+  if [ "$left" -gt 60 ]; then
+    OUT=/tmp/trace-out timeout "$left" bash benchmarks/device_trace.sh > /dev/null 2>&1
+    tar czf "${OUT:-/tmp/exodus-out}/trace.tgz" -C /tmp trace-out && echo "trace.tgz: device_trace.sh's results"
+  fi
 else
   bash benchmarks/device_pending.sh 2>&1 | tail -60
 fi
