@@ -143,22 +143,28 @@ def sizes_of(sizes: list, sweeps: list) -> list:
 
 
 class Timer:
-    """Milliseconds of a callable: CUDA events on a GPU, perf_counter on the CPU."""
+    """Milliseconds of a callable: CUDA events on a GPU, perf_counter on the CPU. `host_ms` is
+    the last call's host time (perf_counter around the callable alone, without the wait for the
+    GPU): where it is close to the event time, the call was host-bound."""
 
     def __init__(self, device: str):
         self.cuda = device.startswith("cuda")
+        self.host_ms = 0.0
 
     def __call__(self, fn) -> float:
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
+            t0 = time.perf_counter()
             fn()
+            self.host_ms = (time.perf_counter() - t0) * 1e3
             end.record()
             end.synchronize()
             return start.elapsed_time(end)
         t0 = time.perf_counter()
         fn()
-        return (time.perf_counter() - t0) * 1e3
+        self.host_ms = (time.perf_counter() - t0) * 1e3
+        return self.host_ms
 
 
 def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, warmup: int,
@@ -192,12 +198,14 @@ def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, wa
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    fwd, bwd = [], []
+    fwd, bwd, fwd_host, bwd_host = [], [], [], []
     clocks = [sm_clock_mhz(device)]
     for _ in range(repeats):
         x.grad = None
         fwd.append(timer(forward))
+        fwd_host.append(timer.host_ms)
         bwd.append(timer(backward))
+        bwd_host.append(timer.host_ms)
     peak_mb = None
     if device.startswith("cuda"):
         peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
@@ -207,6 +215,8 @@ def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, wa
             else [shape[1], shape[0], *shape[2:]], "dtype": str(dtype).split(".")[-1],
             "device": device, "forward_ms": statistics.median(fwd), "backward_ms": statistics.median(bwd),
             "total_ms": statistics.median(f + b for f, b in zip(fwd, bwd)),
+            # the host's share of each: the calls' own time on the host, medians
+            "forward_host_ms": statistics.median(fwd_host), "backward_host_ms": statistics.median(bwd_host),
             "spread_ms": max(fwd) - min(fwd), "peak_extra_mb": peak_mb, "firing": firing, "repeats": repeats,
             "sm_clock_mhz": clocks}  # before and after the timed repeats
 
@@ -338,7 +348,7 @@ def main() -> None:
                         peak = f"{r['peak_extra_mb']:.0f} MB" if r["peak_extra_mb"] is not None else "-"
                         print(f"{mode:>6} {framework:>13} {kind:>8} {size:>13} {r['dtype']:>8}: fwd {r['forward_ms']:8.3f} ms  "
                               f"bwd {r['backward_ms']:8.3f} ms  total {r['total_ms']:8.3f} ms  peak {peak}  "
-                              f"{bandwidth}firing {r['firing']:.2f}"
+                              f"{bandwidth}firing {r['firing']:.2f}  host {r['forward_host_ms']:.3f}/{r['backward_host_ms']:.3f} ms"
                               + (f"  SM {r['sm_clock_mhz'][0]}-{r['sm_clock_mhz'][1]} MHz" if r["sm_clock_mhz"][0] else ""),
                               flush=True)
     out = {"environment": env, "results": results}

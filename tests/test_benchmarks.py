@@ -66,6 +66,8 @@ def test_bench_reports_each_mode_and_the_plot_groups_by_it(bench_layer):
     assert [r["mode"] for r in rows] == ["layer", "linear"]
     for r in rows:
         assert r["shape"] == [2, 20, 8] and r["total_ms"] > 0 and 0 <= r["firing"] <= 1
+        # each phase's host time is recorded; on the CPU the host time is the whole time
+        assert (r["forward_host_ms"], r["backward_host_ms"]) == (r["forward_ms"], r["backward_ms"])
     plot = load("plot_results")  # matplotlib is imported only to draw
     series = plot.series(rows + [{**rows[0], "framework": "floor"}])
     assert set(series) == {"layer", "linear"}
