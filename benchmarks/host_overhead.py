@@ -4,12 +4,13 @@ At small sizes this time *is* the layer's time; at large sizes the forward's hos
 kernel launch adds to the measured time too. Prints microseconds per call for reset_states,
 forward and backward of a tiny layer, then the functions that take the host time (cProfile).
 
-    python benchmarks/host_overhead.py --device cuda
+    python benchmarks/host_overhead.py --device cuda   (--breakdown, --cold: see --help)
 """
 
 import argparse
 import cProfile
 import pstats
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -201,6 +202,54 @@ def breakdown_us(device: str, calls: int = 1000) -> dict:
     return result
 
 
+def _spin(seconds: float) -> None:
+    """Wait without sleeping, as a CUDA synchronize does: the thread keeps its core."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
+    """Host microseconds per call as the benchmark protocol makes its calls: each forward and each
+    backward alone, after a wait (bench_layer.py times each between CUDA events and waits for the
+    GPU in between). Tight loops hide what such single calls cost: on the 2-core box a layer's
+    forward took ~3x its loop time this way, the floor's too. Medians, for the protocol's floor,
+    the LIF layer and the layer's C++ operator alone (no layer Python)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_layer import FloorLayer
+
+    layer = layers.LIF(tau_mem=10.0).to(device)
+    x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
+    g = torch.randn(1, 1, 1, device=device)
+    layer(x)
+    call = layer.__dict__["_exodus_call"][1]
+    v0 = torch.zeros(1, 1, device=device)
+    floor = FloorLayer()
+    paths = {
+        "floor (reset_states + forward)": lambda: (floor.reset_states(), floor(x))[1],
+        "layer (reset_states + forward)": lambda: (layer.reset_states(), layer(x))[1],
+        "C++ operator alone": lambda: call._autograd_op(x, v0, ())[0],
+    }
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    times = {name: ([], []) for name in paths}
+    for _ in range(calls):
+        for name, make in paths.items():  # interleaved, so each call follows other work
+            sync()
+            _spin(gap_s)
+            t0 = time.perf_counter()
+            out = make()
+            t1 = time.perf_counter()
+            sync()
+            _spin(gap_s)
+            t2 = time.perf_counter()
+            out.backward(g)
+            t3 = time.perf_counter()
+            times[name][0].append((t1 - t0) * 1e6)
+            times[name][1].append((t3 - t2) * 1e6)
+    sync()
+    return {name: (statistics.median(f), statistics.median(b)) for name, (f, b) in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -208,6 +257,8 @@ def main() -> None:
     parser.add_argument("--ops", action="store_true", help="also time direct calls of the backend ops")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time each layer of the LIF's call path (forward and backward)")
+    parser.add_argument("--cold", action="store_true",
+                        help="also time single calls after a wait, as the benchmark protocol makes them")
     parser.add_argument("--shape", default="1x1x1",
                         help="the layers' input, B x T x neuron shape (default 1x1x1; 1x1x2x2x2: a convolutional layer's)")
     args = parser.parse_args()
@@ -215,6 +266,9 @@ def main() -> None:
     if args.breakdown:
         for name, (fwd, bwd) in breakdown_us(args.device).items():
             print(f"path host us/call on {args.device}: {name:32s} forward {fwd:6.1f}  backward {bwd:6.1f}")
+    if args.cold:
+        for name, (fwd, bwd) in cold_us(args.device).items():
+            print(f"cold host us/call on {args.device}: {name:32s} forward {fwd:6.1f}  backward {bwd:6.1f}")
     if args.ops:
         for name, us in ops_us(args.device).items():
             print(f"op host us/call on {args.device}: {name} {us:.1f}")
