@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from bench_layer import FloorLayer  # noqa: E402  (the protocol's floor, as the benchmark builds it)
 from exodus_jit import layers  # noqa: E402
 
 
@@ -215,9 +217,6 @@ def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     GPU in between). Tight loops hide what such single calls cost: on the 2-core box a layer's
     forward took ~3x its loop time this way, the floor's too. Medians, for the protocol's floor,
     the LIF layer and the layer's C++ operator alone (no layer Python)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_layer import FloorLayer
-
     layer = layers.LIF(tau_mem=10.0).to(device)
     x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
     g = torch.randn(1, 1, 1, device=device)
