@@ -9,7 +9,7 @@ mkdir -p .whl
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 python3 -m pip download --no-deps --only-binary=:all: --python-version "$py" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
-  sinabs==3.1.3 nir==1.0.4 nirtorch==2.0.2 pbr spikingjelly==2.0.0 loguru
+  sinabs==3.1.3 nir==1.0.4 nirtorch==2.0.2 pbr spikingjelly==2.0.0 loguru==0.7.3
 ls -la .whl
 # sinabs-exodus 2.0 as its source distribution (its only form on PyPI): the GPU machine builds it
 # as its users' `pip install` does (benchmarks/build_sinabs_exodus.sh). pip cannot download it
