@@ -216,17 +216,22 @@ def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     backward alone, after a wait (bench_layer.py times each between CUDA events and waits for the
     GPU in between). Tight loops hide what such single calls cost: on the 2-core box a layer's
     forward took ~3x its loop time this way, the floor's too. Medians, for the protocol's floor,
-    the LIF layer and the layer's C++ operator alone (no layer Python)."""
+    the LIF layer, the same layer without its kept call's path (_forward_kept: every call takes
+    the general path, as before version 51) and the layer's C++ operator alone (no layer Python)."""
     layer = layers.LIF(tau_mem=10.0).to(device)
+    general = layers.LIF(tau_mem=10.0).to(device)
+    general.__dict__["_forward_kept"] = lambda *args: None  # every call takes the general path
     x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
     g = torch.randn(1, 1, 1, device=device)
     layer(x)
+    general(x)
     call = layer.__dict__["_exodus_call"][1]
     v0 = torch.zeros(1, 1, device=device)
     floor = FloorLayer()
     paths = {
         "floor (reset_states + forward)": lambda: (floor.reset_states(), floor(x))[1],
         "layer (reset_states + forward)": lambda: (layer.reset_states(), layer(x))[1],
+        "layer, general path (no kept)": lambda: (general.reset_states(), general(x))[1],
         "C++ operator alone": lambda: call._autograd_op(x, v0, ())[0],
     }
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

@@ -232,6 +232,61 @@ def test_layers_keep_their_membrane_call(device, kind, kwargs):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind, kwargs, plain", [
+    ("LIF", {"tau_mem": 8.0}, True), ("LIF", {"tau_mem": 8.0, "tau_syn": 3.0}, True),
+    ("LIF", {"tau_mem": 8.0, "min_v_mem": -0.5, "spike_fn": SingleSpike}, True), ("IAF", {}, True),
+    ("ExpLeak", {"tau_mem": 8.0}, True),
+    # not plain: steps run around the membrane's operator (recordings, the input's own decay)
+    ("LIF", {"tau_mem": 8.0, "tau_syn": 3.0, "record_states": True}, False),
+    ("ExpLeak", {"tau_mem": 8.0, "decay_early": True}, False),
+])
+@pytest.mark.parametrize("shape", [(3, 9, 5), (3, 9, 2, 3)])
+def test_kept_call_path_equals_sinabs(device, kind, kwargs, plain, shape):
+    """The layers' per-call path for a kept call (_forward_kept) runs where nothing runs around
+    the membrane's operator and the states have the input's shape, and gives sinabs' outputs and
+    states over calls that carry the states, reset them and change the batch size (sinabs'
+    state handling, which that path leaves to the general one), and sinabs' gradients."""
+    kwargs = dict(kwargs)  # (parametrize shares the dict)
+    decay_early = kwargs.pop("decay_early", None)
+    s, e = pair(kind, device, **kwargs)
+    if decay_early is not None:  # sinabs' ExpLeak has no decay_early: the input decays itself
+        e.decay_early = decay_early
+    taken = []
+    kept = e._forward_kept
+
+    def spy(*args):
+        output = kept(*args)
+        taken.append(output is not None)
+        return output
+
+    e.__dict__["_forward_kept"] = spy
+    x = torch.randn(shape, device=device) * 4
+    xs, xe = x.clone().requires_grad_(), x.clone().requires_grad_()
+    loss_s = loss_e = 0
+    for step, (reset, batch) in enumerate([(False, 3), (False, 3), (True, 3), (True, 2), (False, 2), (True, 2)]):
+        if reset:  # backward first: sinabs' reset detaches the states in place, which its graph saved
+            loss_s.backward()
+            loss_e.backward()
+            loss_s = loss_e = 0
+            s.reset_states()
+            e.reset_states()
+        u_s, u_e = xs[:batch] * (step + 1) / 3, xe[:batch] * (step + 1) / 3
+        if kind == "ExpLeak" and decay_early:
+            u_s = u_s * s.alpha_mem_calculated
+        out_s, out_e = s(u_s), e(u_e)
+        assert torch.equal(out_e, out_s), f"outputs differ at call {step}"
+        for name, buffer in s.named_buffers():
+            assert torch.equal(getattr(e, name), buffer), f"state {name} differs at call {step}"
+        loss_s = loss_s + (out_s * out_s.detach().cos()).sum() + s.v_mem.sum()
+        loss_e = loss_e + (out_e * out_e.detach().cos()).sum() + e.v_mem.sum()
+    # calls with a kept call: all but the first; the fourth resizes the states first
+    assert taken == ([True, True, False, True, True] if plain else [])
+    for a, b in zip([xe, *e.parameters()], [xs, *s.parameters()]):
+        if b.requires_grad:
+            assert rel_err(a.grad, b.grad) < 1e-5, rel_err(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(3, 9, 5), (3, 9, 2, 3)])
 @pytest.mark.parametrize("tau_syn", [None, 3.0])
 def test_direct_call_equals_the_general_path(device, shape, tau_syn):

@@ -23,6 +23,12 @@ class ExodusNeuronMixin:
     decay_early: bool
 
     def _exodus_forward(self, input_data: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            held = self.__dict__.get("_exodus_call")
+            if held is not None and held[2] and type(input_data) is torch.Tensor:
+                output = self._forward_kept(input_data, held[0], held[1])
+                if output is not None:
+                    return output
         batch_size, time_steps, *trailing_dim = input_data.shape
         state_shape = (batch_size, *trailing_dim)
         buffers = self._buffers
@@ -56,25 +62,66 @@ class ExodusNeuronMixin:
         if self.spike_fn is None and self.decay_early:
             # the input decays within its own step (sinabs-exodus option)
             current = current * self.alpha_mem_calculated.to(current.device)
-        call = self._membrane_call(current, alpha_syn if fused else None)
+        # kept for _forward_kept where nothing runs around the membrane's operator
+        plain = not self.record_states and (fused or (alpha_syn is None and not (self.spike_fn is None and self.decay_early)))
+        call = self._membrane_call(current, alpha_syn if fused else None, plain)
         result = call(current, buffers["v_mem"], buffers["i_syn"] if fused else None)
         buffers["v_mem"] = _owned(result.v_final)
         if fused:
             buffers["i_syn"] = _owned(result.i_final)
-        # the kernel's fresh zeros for the next reset_states (_taken_zeros checks they cover every
-        # state: a synaptic stage run apart from the kernel has none)
-        zeros = None
-        if result.v_zero is not None:
-            zeros = {"v_mem": result.v_zero} if result.i_zero is None else {"v_mem": result.v_zero, "i_syn": result.i_zero}
-        self.__dict__["_exodus_zeros"] = zeros
         if self.record_states:
             recordings["v_mem"] = result.v_rec
+        self._keep_outputs(result.output, result.output_sum, result.v_zero, result.i_zero, recordings)
+        return result.output
+
+    def _forward_kept(self, input_data: torch.Tensor, key: tuple, call: ops.MembraneCall) -> Optional[torch.Tensor]:
+        """The common forward, as the general path makes it but only the steps that apply: the
+        call kept by _membrane_call still matches the input and the parameters, the states have
+        the input's shape already, and nothing runs around the membrane's operator (no synaptic
+        stage apart from it, no input decay, no recordings: `plain`). None where another step
+        is needed; then the general path runs."""
+        dtype, device, features, fused, pointers = key
+        if (input_data.dtype is not dtype or input_data.shape[2:] != features or input_data.device != device
+                or pointers != [p.data_ptr() for p in self._parameters.values() if p is not None]):
+            return None
+        buffers = self._buffers
+        v_mem = buffers["v_mem"]
+        i_syn = buffers["i_syn"] if fused else None
+        batch_size = input_data.shape[0]
+        if (v_mem is None or v_mem.shape[0] != batch_size or v_mem.shape[1:] != features
+                or (fused and (i_syn is None or i_syn.shape != v_mem.shape))):
+            return None  # states to initialise or resize first
+        if input_data.dim() == 3:
+            outputs = call.direct(input_data, v_mem, i_syn)
+        else:  # (B, T, C, H, W): the op takes (B, T, F') and returns the states in their shape
+            outputs = call.direct(input_data.reshape(batch_size, input_data.shape[1], -1), v_mem.reshape(batch_size, -1),
+                                  None if i_syn is None else i_syn.reshape(batch_size, -1))
+        if outputs is None:
+            return None
+        output, _, v_final, output_sum, i_final, v_zero, i_zero = outputs
+        if input_data.dim() != 3:
+            output = output.reshape(input_data.shape)
+        buffers["v_mem"] = v_final
+        if fused:
+            buffers["i_syn"] = i_final
+        self._keep_outputs(output, output_sum, v_zero, i_zero, {})
+        return output
+
+    def _keep_outputs(self, output: torch.Tensor, output_sum: torch.Tensor, v_zero: Optional[torch.Tensor],
+                      i_zero: Optional[torch.Tensor], recordings: dict) -> None:
+        """What a forward keeps besides the states: the kernel's fresh zeros for the next
+        reset_states (_taken_zeros checks they cover every state: a synaptic stage run apart from
+        the kernel has none), the recordings and the firing rate's sums."""
+        zeros = None
+        if v_zero is not None:
+            zeros = {"v_mem": v_zero} if i_zero is None else {"v_mem": v_zero, "i_syn": i_zero}
         # plain attributes: what nn.Module.__setattr__ ends with, minus its per-call lookups
-        self.__dict__["recordings"] = recordings
+        attributes = self.__dict__
+        attributes["_exodus_zeros"] = zeros
+        attributes["recordings"] = recordings
         # sinabs sets firing_rate = output.mean(); the kernels' per-neuron sums give it without a
         # pass over the output, computed when first read
-        self.__dict__["_firing_rate"] = (result.output_sum, result.output.numel(), result.output.dtype)
-        return result.output
+        attributes["_firing_rate"] = (output_sum, output.numel(), output.dtype)
 
     @property
     def firing_rate(self) -> torch.Tensor:
@@ -93,25 +140,26 @@ class ExodusNeuronMixin:
     def firing_rate(self, value: torch.Tensor) -> None:
         self.__dict__["_firing_rate"] = value
 
-    def _membrane_call(self, current: torch.Tensor, alpha_syn) -> ops.MembraneCall:
+    def _membrane_call(self, current: torch.Tensor, alpha_syn, plain: bool) -> ops.MembraneCall:
         """The membrane op for this layer's parameters and options, resolved once
         (ops.MembraneCall) and kept while the input's dtype, device and neuron shape and the
         parameters' storage stay; reassigned attributes drop it (__setattr__, _apply). Kept only
         where MembraneCall.reusable (parameters read live, no autograd graph of its own: an alpha
-        trained as itself is resolved again per call). The call picks the backend per call."""
+        trained as itself is resolved again per call), with `plain` (whether _forward_kept may
+        make the layer's next calls with it). The call picks the backend per call."""
         compiling = torch.compiler.is_compiling()
         if not compiling:
             key = (current.dtype, current.device, current.shape[2:], alpha_syn is not None,
                    [p.data_ptr() for p in self._parameters.values() if p is not None])  # compared, not hashed
             held = self.__dict__.get("_exodus_call")
-            if held is not None and held[0] == key:
+            if held is not None and held[0] == key and held[2] == plain:
                 return held[1]
         threshold = 1.0 if self.spike_fn is None else self.spike_threshold
         call = ops.MembraneCall(current, self._alpha_mem(), threshold, min_v_mem=self.min_v_mem,
                                 norm_input=self.norm_input, record_states=self.record_states, sum_output=True,
                                 alpha_syn=alpha_syn, zero_states=True, **self._kernel_options())
         if not compiling and call.reusable:
-            self.__dict__["_exodus_call"] = (key, call)
+            self.__dict__["_exodus_call"] = (key, call, plain)
         return call
 
     def reset_states(self, randomize: bool = False, value_ranges=None) -> None:

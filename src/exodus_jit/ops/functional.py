@@ -429,6 +429,19 @@ class MembraneCall:
                 record_states, sum_output)
         return self._output(u, out, w_rec, v_final, out_sum, None)
 
+    def direct(self, u3: Tensor, v0: Tensor, i0: Optional[Tensor] = None) -> Optional[tuple]:
+        """The C++ operator's outputs (output, recorded states, v_final, output summed over time,
+        i_final, v_zero, i_zero; None for those not computed; states in (B, *features)) for inputs
+        the caller has checked: u3 (B, T, F') and v0 (B, F') plain tensors of this call's dtype,
+        device and neurons, not while torch.compile traces. A layer's per-call path: it checks
+        only what the caller cannot (the states' dtypes, i0 (B, F') given exactly with alpha_syn,
+        the backend chosen now) and returns None where the C++ operator does not run this call
+        (then call the MembraneCall itself, which makes every check)."""
+        if (not self._direct or v0.dtype is not self._state_dtype or _chosen_backend() != "kernels"
+                or (i0 is None) != (self.synapse is None) or (i0 is not None and i0.dtype is not self._state_dtype)):
+            return None
+        return self._autograd_op(u3, v0, () if i0 is None else (i0, *self.synapse))
+
     def _autograd_op(self, u3: Tensor, state: Tensor, synapse: Optional[tuple] = ()):
         """The C++ operator on (B, T, F') input and (B, F') state, with the prepared arguments;
         synapse = (i0, alpha_syn, tau_syn) of the fused synaptic stage, or empty."""
