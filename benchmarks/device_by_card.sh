@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # One call whose work depends on the card that came (a call free to take an H100 or an H200 gets
-# whichever starts): on an H200 the published run (device_run.sh without the examples, then the
-# benchmark in 5 fresh processes, float32 and bfloat16), the run issue 5's targets are read on;
-# on any other card the pending patches' call (device_pending.sh). On an H200, if the published
-# run leaves more than a minute of the call's 600 s, device_trace.sh runs after it (trace.tgz).
+# whichever starts): on an H200, or on any card while no patch waits in pending/, the published
+# run (device_run.sh without the examples, then the benchmark in 5 fresh processes, float32 and
+# bfloat16; env.txt names the card), the run issue 5's targets are read on; on another card with
+# patches pending, their call (device_pending.sh: with none it would only time identical trees).
+# After a published run, if it leaves more than a minute of the call's 600 s, device_trace.sh runs
+# in what is left (trace.tgz).
 # Usage (device tool): bash benchmarks/device_by_card.sh   (results under $OUT)
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $card"
-if [[ "$card" == *H200* ]]; then
+pending=$(ls benchmarks/pending/*.patch 2> /dev/null | wc -l)
+if [[ "$card" == *H200* ]] || [ "$pending" -eq 0 ]; then
   SKIP_TRAIN=1 bash benchmarks/device_run.sh 2>&1 | grep -E "passed|failed|error|build wall|cached load|ms" | tail -60
   PROCESSES=5 DTYPES="float32 bfloat16" bash benchmarks/device_processes.sh
   # then, in what is left of the call's 600 s, the protocol's timelines (device_trace.sh), packed
