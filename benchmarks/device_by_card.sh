@@ -4,8 +4,9 @@
 # run (device_run.sh without the examples, then the benchmark in 5 fresh processes, float32 and
 # bfloat16; env.txt names the card), the run issue 5's targets are read on; on another card with
 # patches pending, their call (device_pending.sh: with none it would only time identical trees).
-# After a published run, if it leaves more than a minute of the call's 600 s, device_trace.sh runs
-# in what is left (trace.tgz).
+# After a published run, if it leaves more than a minute of the call's LIMIT seconds (default 570,
+# for the 600 s limit), device_trace.sh runs in what is left (trace.tgz). BENCH_ONLY=1: the
+# published run without the CUDA suite (when it already ran on this tree and device time is short).
 # Usage (device tool): bash benchmarks/device_by_card.sh   (results under $OUT)
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $card"
@@ -13,9 +14,9 @@ pending=$(ls benchmarks/pending/*.patch 2> /dev/null | wc -l)
 if [[ "$card" == *H200* ]] || [ "$pending" -eq 0 ]; then
   SKIP_TRAIN=1 bash benchmarks/device_run.sh 2>&1 | grep -E "passed|failed|error|build wall|cached load|ms" | tail -60
   PROCESSES=5 DTYPES="float32 bfloat16" bash benchmarks/device_processes.sh
-  # then, in what is left of the call's 600 s, the protocol's timelines (device_trace.sh), packed
-  # as one file: at most 8 files come back, and the published run already writes 7
-  left=$((570 - SECONDS))
+  # then, in what is left of the call, the protocol's timelines (device_trace.sh), packed as one
+  # file: at most 8 files come back, and the published run already writes 7
+  left=$((${LIMIT:-570} - SECONDS))
   if [ "$left" -gt 60 ]; then
     OUT=/tmp/trace-out timeout "$left" bash benchmarks/device_trace.sh > /dev/null 2>&1
     tar czf "${OUT:-/tmp/exodus-out}/trace.tgz" -C /tmp trace-out && echo "trace.tgz: device_trace.sh's results"
