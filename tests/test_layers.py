@@ -279,6 +279,8 @@ def test_kept_call_path_equals_sinabs(device, kind, kwargs, plain, shape):
             assert torch.equal(getattr(e, name), buffer), f"state {name} differs at call {step}"
         loss_s = loss_s + (out_s * out_s.detach().cos()).sum() + s.v_mem.sum()
         loss_e = loss_e + (out_e * out_e.detach().cos()).sum() + e.v_mem.sum()
+    loss_s.backward()
+    loss_e.backward()
     # calls with a kept call: all but the first; the fourth resizes the states first
     assert taken == ([True, True, False, True, True] if plain else [])
     for a, b in zip([xe, *e.parameters()], [xs, *s.parameters()]):
