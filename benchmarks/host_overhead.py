@@ -4,7 +4,7 @@ At small sizes this time *is* the layer's time; at large sizes the forward's hos
 kernel launch adds to the measured time too. Prints microseconds per call for reset_states,
 forward and backward of a tiny layer, then the functions that take the host time (cProfile).
 
-    python benchmarks/host_overhead.py --device cuda   (--breakdown, --cold: see --help)
+    python benchmarks/host_overhead.py --device cuda   (--breakdown, --cold, --cold-parts: see --help)
 """
 
 import argparse
@@ -254,6 +254,59 @@ def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     return {name: (statistics.median(f), statistics.median(b)) for name, (f, b) in times.items()}
 
 
+def cold_parts_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
+    """Host microseconds of single calls (as cold_us makes them: alone, after a spinning wait;
+    forward only) of the pieces a layer call is built from, beside the layer call itself: what a
+    cold call's cost is made of. In a single call what costs is what the call touches (caches
+    emptied while the thread waited: twentieth session), so the pieces are the call's
+    allocations, frees, launches, autograd nodes and Python. The result of each call is freed
+    when the next one of its kind returns, inside the timing, as the protocol frees its outputs."""
+    layer = layers.LIF(tau_mem=10.0).to(device)
+    x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
+    layer(x)
+    call = layer.__dict__["_exodus_call"][1]
+    v0 = torch.zeros(1, 1, device=device)
+    buffer = torch.zeros(64, device=device)
+    module = torch.nn.Identity()
+
+    class Empty(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a.view_as(a)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    def no_grad_op():
+        with torch.no_grad():
+            return call._autograd_op(x, v0, ())
+
+    paths = {
+        "layer (reset_states + forward)": lambda: (layer.reset_states(), layer(x)),
+        "reset_states alone": layer.reset_states,
+        "C++ operator (autograd node)": lambda: call._autograd_op(x, v0, ()),
+        "C++ operator, no grad (no node)": no_grad_op,
+        "1 allocation (torch.empty)": lambda: torch.empty(64, device=device),
+        "5 allocations": lambda: [torch.empty(64, device=device) for _ in range(5)],
+        "1 launch (zero_, no allocation)": buffer.zero_,
+        "empty autograd Function": lambda: Empty.apply(x),
+        "nn.Module call (Identity)": lambda: module(x),
+    }
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    held = dict.fromkeys(paths)
+    times = {name: [] for name in paths}
+    for _ in range(calls):
+        for name, make in paths.items():  # interleaved, so each call follows other work
+            sync()
+            _spin(gap_s)
+            t0 = time.perf_counter()
+            held[name] = make()  # frees this path's previous result, as `out = layer(x)` does
+            times[name].append((time.perf_counter() - t0) * 1e6)
+    sync()
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -263,6 +316,8 @@ def main() -> None:
                         help="also time each layer of the LIF's call path (forward and backward)")
     parser.add_argument("--cold", action="store_true",
                         help="also time single calls after a wait, as the benchmark protocol makes them")
+    parser.add_argument("--cold-parts", action="store_true",
+                        help="also time single calls of the pieces a layer call is built from")
     parser.add_argument("--shape", default="1x1x1",
                         help="the layers' input, B x T x neuron shape (default 1x1x1; 1x1x2x2x2: a convolutional layer's)")
     args = parser.parse_args()
@@ -273,6 +328,9 @@ def main() -> None:
     if args.cold:
         for name, (fwd, bwd) in cold_us(args.device).items():
             print(f"cold host us/call on {args.device}: {name:32s} forward {fwd:6.1f}  backward {bwd:6.1f}")
+    if args.cold_parts:
+        for name, us in cold_parts_us(args.device).items():
+            print(f"cold part host us/call on {args.device}: {name:32s} {us:6.1f}")
     if args.ops:
         for name, us in ops_us(args.device).items():
             print(f"op host us/call on {args.device}: {name} {us:.1f}")
