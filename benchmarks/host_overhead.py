@@ -23,6 +23,18 @@ from bench_layer import FloorLayer  # noqa: E402  (the protocol's floor, as the 
 from exodus_jit import layers  # noqa: E402
 
 
+class EmptyFunction(torch.autograd.Function):
+    """An autograd Function that does nothing (a view each way): what any Function call costs."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return a.view_as(a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
 def per_call_us(layer, device: str, calls: int = 2000, shape: tuple = (1, 1, 1)) -> dict:
     x = (torch.randn(shape, device=device) * 10).requires_grad_()
     g = torch.randn(shape, device=device)
@@ -118,15 +130,6 @@ def breakdown_us(device: str, calls: int = 1000) -> dict:
     surrogate = options["surrogate"]
     backend = _extension.backend_ops(torch.device(device))
 
-    class Identity(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, a):
-            return a.view_as(a)
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad
-
     def layer_call():
         layer.reset_states()
         return layer(x)
@@ -157,7 +160,7 @@ def breakdown_us(device: str, calls: int = 1000) -> dict:
         "C++ autograd op (alpha, no grad)": lambda: autograd_op(x, v0, *alpha_args)[0],
         "Python autograd Function": lambda: functional._Membrane.apply(
             x, v0, alpha, threshold, threshold, None, config, surrogate, False, True)[0],
-        "empty autograd Function": lambda: Identity.apply(x),
+        "empty autograd Function": lambda: EmptyFunction.apply(x),
     }
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     result = {}
@@ -269,15 +272,6 @@ def cold_parts_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     buffer = torch.zeros(64, device=device)
     module = torch.nn.Identity()
 
-    class Empty(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, a):
-            return a.view_as(a)
-
-        @staticmethod
-        def backward(ctx, grad):
-            return grad
-
     def no_grad_op():
         with torch.no_grad():
             return call._autograd_op(x, v0, ())
@@ -290,7 +284,7 @@ def cold_parts_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
         "1 allocation (torch.empty)": lambda: torch.empty(64, device=device),
         "5 allocations": lambda: [torch.empty(64, device=device) for _ in range(5)],
         "1 launch (zero_, no allocation)": buffer.zero_,
-        "empty autograd Function": lambda: Empty.apply(x),
+        "empty autograd Function": lambda: EmptyFunction.apply(x),
         "nn.Module call (Identity)": lambda: module(x),
     }
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
