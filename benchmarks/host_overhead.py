@@ -276,9 +276,16 @@ def cold_parts_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
         with torch.no_grad():
             return call._autograd_op(x, v0, ())
 
+    # the layer's Python alone: a layer whose operator returns outputs made once (no torch work)
+    stubbed = layers.LIF(tau_mem=10.0).to(device)
+    stubbed(x)
+    made = no_grad_op()
+    stubbed.__dict__["_exodus_call"][1]._op = lambda *args: made
+
     paths = {
         "layer (reset_states + forward)": lambda: (layer.reset_states(), layer(x)),
         "reset_states alone": layer.reset_states,
+        "layer's Python (stub operator)": lambda: (stubbed.reset_states(), stubbed(x)),
         "C++ operator (autograd node)": lambda: call._autograd_op(x, v0, ()),
         "C++ operator, no grad (no node)": no_grad_op,
         "1 allocation (torch.empty)": lambda: torch.empty(64, device=device),
