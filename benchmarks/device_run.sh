@@ -31,7 +31,7 @@ if [ -n "${TESTS:-}" ]; then
 fi
 
 echo "== host time per call (tiny layer)"
-python3 benchmarks/host_overhead.py --device cuda --breakdown --cold --cold-parts ${HOST_PROFILE:+--profile} 2>&1 | tee -a "$OUT/env.txt" | head -40
+python3 benchmarks/host_overhead.py --device cuda --breakdown --cold --cold-parts --gaps ${HOST_PROFILE:+--profile} 2>&1 | tee -a "$OUT/env.txt" | head -50
 
 if [ -n "${QUICK:-}" ]; then
   # a quick look: the fast kernels at three sizes beside the protocol's floor (which tells the

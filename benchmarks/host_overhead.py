@@ -4,7 +4,7 @@ At small sizes this time *is* the layer's time; at large sizes the forward's hos
 kernel launch adds to the measured time too. Prints microseconds per call for reset_states,
 forward and backward of a tiny layer, then the functions that take the host time (cProfile).
 
-    python benchmarks/host_overhead.py --device cuda   (--breakdown, --cold, --cold-parts: see --help)
+    python benchmarks/host_overhead.py --device cuda   (--breakdown, --cold, --cold-parts, --gaps: see --help)
 """
 
 import argparse
@@ -308,6 +308,36 @@ def cold_parts_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def gap_us(device: str, calls: int = 200, gaps_s: tuple = (0.0, 1e-4, 1e-3, 1e-2)) -> dict:
+    """Host microseconds of a single forward of the floor and of the layer's C++ operator after a
+    spinning wait of each length in `gaps_s` (medians): how a call's cost grows with the time
+    since the last call. On the 2-core box the operator read 44 / 47 / 64 / 220 us after waits of
+    0 / 0.1 / 1 / 10 ms (twentieth session), as caches emptied during the wait would make it."""
+    layer = layers.LIF(tau_mem=10.0).to(device)
+    x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
+    layer(x)
+    call = layer.__dict__["_exodus_call"][1]
+    v0 = torch.zeros(1, 1, device=device)
+    floor = FloorLayer()
+    paths = {"floor forward": lambda: floor(x), "C++ operator": lambda: call._autograd_op(x, v0, ())}
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    result = {}
+    for gap in gaps_s:
+        held = dict.fromkeys(paths)
+        times = {name: [] for name in paths}
+        for _ in range(calls):
+            for name, make in paths.items():
+                sync()
+                _spin(gap)
+                t0 = time.perf_counter()
+                held[name] = make()
+                times[name].append((time.perf_counter() - t0) * 1e6)
+        for name, t in times.items():
+            result[(name, gap)] = statistics.median(t)
+    sync()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -319,6 +349,8 @@ def main() -> None:
                         help="also time single calls after a wait, as the benchmark protocol makes them")
     parser.add_argument("--cold-parts", action="store_true",
                         help="also time single calls of the pieces a layer call is built from")
+    parser.add_argument("--gaps", action="store_true",
+                        help="also time single calls after waits of 0, 0.1, 1 and 10 ms")
     parser.add_argument("--shape", default="1x1x1",
                         help="the layers' input, B x T x neuron shape (default 1x1x1; 1x1x2x2x2: a convolutional layer's)")
     args = parser.parse_args()
@@ -332,6 +364,9 @@ def main() -> None:
     if args.cold_parts:
         for name, us in cold_parts_us(args.device).items():
             print(f"cold part host us/call on {args.device}: {name:32s} {us:6.1f}")
+    if args.gaps:
+        for (name, gap), us in gap_us(args.device).items():
+            print(f"after a {gap * 1e3:4.1f} ms wait, host us/call on {args.device}: {name:16s} {us:6.1f}")
     if args.ops:
         for name, us in ops_us(args.device).items():
             print(f"op host us/call on {args.device}: {name} {us:.1f}")
