@@ -128,3 +128,20 @@ def test_kernel_time_fingerprint_tells_bits_apart():
     flipped.view(torch.int32)[1, 2] ^= 1
     assert fingerprint((flipped, b)) != same
     assert fingerprint((a.reshape(5, 3), b)) != same
+
+
+def test_host_overhead_diagnostics_time_every_path_on_the_cpu():
+    """host_overhead.py's single-call diagnostics, which device_run.sh runs on every GPU host
+    (where a broken one would cost device time), give a time for each of their paths on the CPU
+    too: each path runs against the layer's own call structure (few calls: not their speed)."""
+    host_overhead = load("host_overhead")
+    results = {
+        "cold": host_overhead.cold_us("cpu", calls=3),
+        "cold parts": host_overhead.cold_parts_us("cpu", calls=3),
+        "gaps": host_overhead.gap_us("cpu", calls=2, gaps_s=(0.0, 1e-4)),
+    }
+    assert len(results["cold"]) == 4 and len(results["cold parts"]) == 10 and len(results["gaps"]) == 4
+    for name, times in results.items():
+        for path, value in times.items():
+            for us in value if isinstance(value, tuple) else (value,):
+                assert 0 < us < 1e6, (name, path, us)
