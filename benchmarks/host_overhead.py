@@ -214,6 +214,15 @@ def _spin(seconds: float) -> None:
         pass
 
 
+def _kept_lif(device: str):
+    """A tiny LIF layer after its first call (its MembraneCall kept), an input that takes
+    gradients, the kept call and a zero state for calling its C++ operator alone."""
+    layer = layers.LIF(tau_mem=10.0).to(device)
+    x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
+    layer(x)
+    return layer, x, layer.__dict__["_exodus_call"][1], torch.zeros(1, 1, device=device)
+
+
 def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     """Host microseconds per call as the benchmark protocol makes its calls: each forward and each
     backward alone, after a wait (bench_layer.py times each between CUDA events and waits for the
@@ -221,15 +230,11 @@ def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     forward took ~3x its loop time this way, the floor's too. Medians, for the protocol's floor,
     the LIF layer, the same layer without its kept call's path (_forward_kept: every call takes
     the general path, as before version 51) and the layer's C++ operator alone (no layer Python)."""
-    layer = layers.LIF(tau_mem=10.0).to(device)
+    layer, x, call, v0 = _kept_lif(device)
     general = layers.LIF(tau_mem=10.0).to(device)
     general.__dict__["_forward_kept"] = lambda *args: None  # every call takes the general path
-    x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
-    g = torch.randn(1, 1, 1, device=device)
-    layer(x)
     general(x)
-    call = layer.__dict__["_exodus_call"][1]
-    v0 = torch.zeros(1, 1, device=device)
+    g = torch.randn(1, 1, 1, device=device)
     floor = FloorLayer()
     paths = {
         "floor (reset_states + forward)": lambda: (floor.reset_states(), floor(x))[1],
@@ -264,11 +269,7 @@ def cold_parts_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     emptied while the thread waited: twentieth session), so the pieces are the call's
     allocations, frees, launches, autograd nodes and Python. The result of each call is freed
     when the next one of its kind returns, inside the timing, as the protocol frees its outputs."""
-    layer = layers.LIF(tau_mem=10.0).to(device)
-    x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
-    layer(x)
-    call = layer.__dict__["_exodus_call"][1]
-    v0 = torch.zeros(1, 1, device=device)
+    layer, x, call, v0 = _kept_lif(device)
     buffer = torch.zeros(64, device=device)
     module = torch.nn.Identity()
 
@@ -313,11 +314,7 @@ def gap_us(device: str, calls: int = 200, gaps_s: tuple = (0.0, 1e-4, 1e-3, 1e-2
     spinning wait of each length in `gaps_s` (medians): how a call's cost grows with the time
     since the last call. On the 2-core box the operator read 44 / 47 / 64 / 220 us after waits of
     0 / 0.1 / 1 / 10 ms (twentieth session), as caches emptied during the wait would make it."""
-    layer = layers.LIF(tau_mem=10.0).to(device)
-    x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
-    layer(x)
-    call = layer.__dict__["_exodus_call"][1]
-    v0 = torch.zeros(1, 1, device=device)
+    _, x, call, v0 = _kept_lif(device)
     floor = FloorLayer()
     paths = {"floor forward": lambda: floor(x), "C++ operator": lambda: call._autograd_op(x, v0, ())}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
