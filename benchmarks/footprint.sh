@@ -2,7 +2,7 @@
 # Cache lines one cold call of each path touches (benchmarks/footprint.py under callgrind), per
 # call: instructions, last-level misses for code and for data, less those of the sweeps alone.
 # Needs valgrind; ~1 minute per path on the 2-core box (two at a time).
-# Usage: bash benchmarks/footprint.sh [floor layer general op]   (CALLS=20)
+# Usage: bash benchmarks/footprint.sh [floor layer general op minimal]   (CALLS=20)
 set -euo pipefail
 calls=${CALLS:-20}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -11,7 +11,7 @@ run() {
   valgrind --tool=callgrind --instr-atstart=no --cache-sim=yes --LL=4194304,16,64 \
     --callgrind-out-file="$out/$1.out" python3 "$here/footprint.py" "$1" "$calls" > "$out/$1.log" 2>&1
 }
-names=("none" "${@:-floor layer general op}")
+names=("none" "${@:-floor layer general op minimal}")
 names=(${names[@]})
 for ((i = 0; i < ${#names[@]}; i += 2)); do
   run "${names[i]}" &

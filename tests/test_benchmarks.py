@@ -149,9 +149,11 @@ def test_host_overhead_diagnostics_time_every_path_on_the_cpu():
 
 def test_footprint_paths_run_the_layer_both_ways():
     """footprint.py's paths (counted under valgrind by footprint.sh) run on the CPU, and its layer
-    on the kept call's path gives the same spikes as its layer on the general path."""
+    on the kept call's path, its layer on the general path and its minimal call (the operator
+    with the least bookkeeping) give the same output."""
     paths = load("footprint").paths()
     assert paths["none"]() is None
     for name in ("floor", "op"):
         assert paths[name]().shape == (1, 1, 1)
     assert torch.equal(paths["layer"](), paths["general"]())
+    assert torch.equal(paths["minimal"](), paths["layer"]())
