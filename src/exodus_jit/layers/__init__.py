@@ -91,16 +91,10 @@ class ExodusNeuronMixin:
         if (v_mem is None or v_mem.shape[0] != batch_size or v_mem.shape[1:] != features
                 or (fused and (i_syn is None or i_syn.shape != v_mem.shape))):
             return None  # states to initialise or resize first
-        if input_data.dim() == 3:
-            outputs = call.direct(input_data, v_mem, i_syn)
-        else:  # (B, T, C, H, W): the op takes (B, T, F') and returns the states in their shape
-            outputs = call.direct(input_data.reshape(batch_size, input_data.shape[1], -1), v_mem.reshape(batch_size, -1),
-                                  None if i_syn is None else i_syn.reshape(batch_size, -1))
+        outputs = call.direct(input_data, v_mem, i_syn)
         if outputs is None:
             return None
         output, _, v_final, output_sum, i_final, v_zero, i_zero = outputs
-        if input_data.dim() != 3:
-            output = output.reshape(input_data.shape)
         buffers["v_mem"] = v_final
         if fused:
             buffers["i_syn"] = i_final

@@ -360,27 +360,19 @@ class MembraneCall:
                    for prepared, given in self._given)
 
     def __call__(self, u: Tensor, v0: Tensor, i_syn: Optional[Tensor] = None) -> MembraneOutput:
-        if (self._direct and type(u) is Tensor and type(v0) is Tensor and u.dtype is self.dtype
-                and v0.dtype is self._state_dtype and u.device == self.device and u.shape[2:] == self.features
-                and (i_syn is None) == (self.synapse is None)
-                and (i_syn is None or (type(i_syn) is Tensor and i_syn.dtype is self._state_dtype
-                                       and i_syn.shape == v0.shape))  # else _run's error names i_syn
-                and _chosen_backend() == "kernels" and not torch.compiler.is_compiling()):
+        if (type(u) is Tensor and type(v0) is Tensor and u.dtype is self.dtype and u.device == self.device
+                and u.shape[2:] == self.features
+                and (u.dim() == 3 or (v0.shape[0] == u.shape[0] and v0.shape[1:] == self.features))
+                and (i_syn is None or (type(i_syn) is Tensor and i_syn.shape == v0.shape))
+                and not torch.compiler.is_compiling()):  # else _run's errors name the argument
             # the common case (a layer's call): _run's C++ path without its per-call checks, which
             # the op makes itself for the states' shapes and devices
-            synapse = () if i_syn is None else (i_syn, *self.synapse)
-            if u.dim() == 3:
-                out, w_rec, v_final, out_sum, i_final, v_zero, i_zero = self._autograd_op(u, v0, synapse)
+            outputs = self.direct(u, v0, i_syn)
+            if outputs is not None:
+                out, w_rec, v_final, out_sum, i_final, v_zero, i_zero = outputs
                 return MembraneOutput(out, v_final, w_rec if self.record_states else None,
-                                      out_sum if self.sum_output else None, i_final if synapse else None,
+                                      out_sum if self.sum_output else None, i_final if i_syn is not None else None,
                                       v_zero, i_zero)
-            B, T = u.shape[0], u.shape[1]
-            if v0.shape[0] == B and v0.shape[1:] == self.features:  # else _run's error names the shape
-                if synapse:
-                    synapse = (i_syn.reshape(B, -1), *self.synapse)
-                out, w_rec, v_final, out_sum, i_final, v_zero, i_zero = self._autograd_op(
-                    u.reshape(B, T, -1), v0.reshape(B, -1), synapse)
-                return self._output(u, out, w_rec, v_final, out_sum, i_final if synapse else None, v_zero, i_zero)
         if u.dtype != self.dtype or u.device != self.device or u.dim() < 2 or u.shape[2:] != self.features:
             _check_data("input", u)
             raise ValueError(f"this MembraneCall takes {self.dtype} input on {self.device} with neuron shape "
@@ -429,18 +421,27 @@ class MembraneCall:
                 record_states, sum_output)
         return self._output(u, out, w_rec, v_final, out_sum, None)
 
-    def direct(self, u3: Tensor, v0: Tensor, i0: Optional[Tensor] = None) -> Optional[tuple]:
+    def direct(self, u: Tensor, v0: Tensor, i0: Optional[Tensor] = None) -> Optional[tuple]:
         """The C++ operator's outputs (output, recorded states, v_final, output summed over time,
-        i_final, v_zero, i_zero; None for those not computed; states in (B, *features)) for inputs
-        the caller has checked: u3 (B, T, F') and v0 (B, F') plain tensors of this call's dtype,
-        device and neurons, not while torch.compile traces. A layer's per-call path: it checks
-        only what the caller cannot (the states' dtypes, i0 (B, F') given exactly with alpha_syn,
-        the backend chosen now) and returns None where the C++ operator does not run this call
-        (then call the MembraneCall itself, which makes every check)."""
+        i_final, v_zero, i_zero; None for those not computed; the output and recorded states in
+        u's shape, the others in (B, *features)) for inputs the caller has checked: u (B, T,
+        *features) and v0 (B, *features; or (B, F') for 3-D u) plain tensors of this call's
+        dtype, device and neurons, i0 like v0, not while torch.compile traces. The per-call path
+        of __call__ and of a layer: it checks only what they leave to it (the states' dtypes, i0
+        given exactly with alpha_syn, the backend chosen now) and returns None where the C++
+        operator does not run this call (then call the MembraneCall itself, which makes every
+        check)."""
         if (not self._direct or v0.dtype is not self._state_dtype or _chosen_backend() != "kernels"
                 or (i0 is None) != (self.synapse is None) or (i0 is not None and i0.dtype is not self._state_dtype)):
             return None
-        return self._autograd_op(u3, v0, () if i0 is None else (i0, *self.synapse))
+        if u.dim() == 3:
+            return self._autograd_op(u, v0, () if i0 is None else (i0, *self.synapse))
+        # (B, T, C, H, W): the op takes (B, T, F') and returns the per-neuron outputs in the
+        # states' shape already
+        B, T = u.shape[0], u.shape[1]
+        out, w_rec, *per_neuron = self._autograd_op(u.reshape(B, T, -1), v0.reshape(B, -1),
+                                                    () if i0 is None else (i0.reshape(B, -1), *self.synapse))
+        return (out.reshape(u.shape), None if w_rec is None else w_rec.reshape(u.shape), *per_neuron)
 
     def _autograd_op(self, u3: Tensor, state: Tensor, synapse: Optional[tuple] = ()):
         """The C++ operator on (B, T, F') input and (B, F') state, with the prepared arguments;
