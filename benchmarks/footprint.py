@@ -38,7 +38,8 @@ def paths() -> dict:
     floor = FloorLayer()
     lean = layers.LIF(tau_mem=10.0)
     lean(x)
-    op, op_args = lean.__dict__["_exodus_call"][1]._op, lean.__dict__["_exodus_call"][1]._op_args
+    lean_call = lean.__dict__["_exodus_call"][1]
+    op, op_args = lean_call._op, lean_call._op_args
     attributes, buffers = lean.__dict__, lean._buffers
 
     def minimal():

@@ -262,13 +262,31 @@ def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     return {name: (statistics.median(f), statistics.median(b)) for name, (f, b) in times.items()}
 
 
+def _single_calls_us(paths: dict, device: str, calls: int, gap_s: float) -> dict:
+    """Median host microseconds of each path's single calls (forward only), each after the GPU
+    is done and a spinning wait of gap_s, the paths interleaved so each call follows other work.
+    A path's result is freed when its next call returns, inside the timing, as the protocol's
+    `out = layer(x)` frees the last output."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    held = dict.fromkeys(paths)
+    times = {name: [] for name in paths}
+    for _ in range(calls):
+        for name, make in paths.items():
+            sync()
+            _spin(gap_s)
+            t0 = time.perf_counter()
+            held[name] = make()
+            times[name].append((time.perf_counter() - t0) * 1e6)
+    sync()
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def cold_parts_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     """Host microseconds of single calls (as cold_us makes them: alone, after a spinning wait;
     forward only) of the pieces a layer call is built from, beside the layer call itself: what a
     cold call's cost is made of. In a single call what costs is what the call touches (caches
     emptied while the thread waited: twentieth session), so the pieces are the call's
-    allocations, frees, launches, autograd nodes and Python. The result of each call is freed
-    when the next one of its kind returns, inside the timing, as the protocol frees its outputs."""
+    allocations, frees, launches, autograd nodes and Python."""
     layer, x, call, v0 = _kept_lif(device)
     buffer = torch.zeros(64, device=device)
     module = torch.nn.Identity()
@@ -295,18 +313,7 @@ def cold_parts_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
         "empty autograd Function": lambda: EmptyFunction.apply(x),
         "nn.Module call (Identity)": lambda: module(x),
     }
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    held = dict.fromkeys(paths)
-    times = {name: [] for name in paths}
-    for _ in range(calls):
-        for name, make in paths.items():  # interleaved, so each call follows other work
-            sync()
-            _spin(gap_s)
-            t0 = time.perf_counter()
-            held[name] = make()  # frees this path's previous result, as `out = layer(x)` does
-            times[name].append((time.perf_counter() - t0) * 1e6)
-    sync()
-    return {name: statistics.median(t) for name, t in times.items()}
+    return _single_calls_us(paths, device, calls, gap_s)
 
 
 def gap_us(device: str, calls: int = 200, gaps_s: tuple = (0.0, 1e-4, 1e-3, 1e-2)) -> dict:
@@ -317,22 +324,7 @@ def gap_us(device: str, calls: int = 200, gaps_s: tuple = (0.0, 1e-4, 1e-3, 1e-2
     _, x, call, v0 = _kept_lif(device)
     floor = FloorLayer()
     paths = {"floor forward": lambda: floor(x), "C++ operator": lambda: call._autograd_op(x, v0, ())}
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    result = {}
-    for gap in gaps_s:
-        held = dict.fromkeys(paths)
-        times = {name: [] for name in paths}
-        for _ in range(calls):
-            for name, make in paths.items():
-                sync()
-                _spin(gap)
-                t0 = time.perf_counter()
-                held[name] = make()
-                times[name].append((time.perf_counter() - t0) * 1e6)
-        for name, t in times.items():
-            result[(name, gap)] = statistics.median(t)
-    sync()
-    return result
+    return {(name, gap): us for gap in gaps_s for name, us in _single_calls_us(paths, device, calls, gap).items()}
 
 
 def main() -> None:
