@@ -36,6 +36,15 @@ def pair(kind, device, dtype=torch.float32, **kwargs):
     return sinabs_layer, exodus_layer
 
 
+def assert_call_equal(sinabs_layer, exodus_layer, out_s, out_e, where=""):
+    """One call's outputs, states and recordings bit-equal to sinabs'."""
+    assert torch.equal(out_e, out_s.to(out_e.dtype)), f"outputs differ{where}"
+    for name, buffer in sinabs_layer.named_buffers():
+        assert torch.equal(getattr(exodus_layer, name), buffer), f"state {name} differs{where}"
+    for name, rec in getattr(sinabs_layer, "recordings", {}).items():
+        assert torch.equal(exodus_layer.recordings[name], rec), f"recording {name} differs{where}"
+
+
 def compare(sinabs_layer, exodus_layer, x, calls=1, grads=True):
     """Run both on x (several calls: state carried across), compare outputs, states, recordings
     and gradients of inputs and parameters."""
@@ -45,11 +54,7 @@ def compare(sinabs_layer, exodus_layer, x, calls=1, grads=True):
     w = torch.randn_like(x)
     for _ in range(calls):
         out_s, out_e = sinabs_layer(xs), exodus_layer(xe)
-        assert torch.equal(out_e, out_s.to(out_e.dtype)), "outputs differ"
-        for name, buffer in sinabs_layer.named_buffers():
-            assert torch.equal(getattr(exodus_layer, name), buffer), f"state {name} differs"
-        for name, rec in getattr(sinabs_layer, "recordings", {}).items():
-            assert torch.equal(exodus_layer.recordings[name], rec), f"recording {name} differs"
+        assert_call_equal(sinabs_layer, exodus_layer, out_s, out_e)
         # exodus sums per neuron in the kernel, then over neurons: the same value up to rounding
         # (ExpLeak's outputs are signed membranes, whose mean cancels: rounding relative to |out|)
         torch.testing.assert_close(exodus_layer.firing_rate, sinabs_layer.firing_rate, rtol=1e-6,
@@ -275,9 +280,7 @@ def test_kept_call_path_equals_sinabs(device, kind, kwargs, plain, shape):
         if kind == "ExpLeak" and decay_early:
             u_s = u_s * s.alpha_mem_calculated
         out_s, out_e = s(u_s), e(u_e)
-        assert torch.equal(out_e, out_s), f"outputs differ at call {step}"
-        for name, buffer in s.named_buffers():
-            assert torch.equal(getattr(e, name), buffer), f"state {name} differs at call {step}"
+        assert_call_equal(s, e, out_s, out_e, f" at call {step}")
         loss_s = loss_s + (out_s * out_s.detach().cos()).sum() + s.v_mem.sum()
         loss_e = loss_e + (out_e * out_e.detach().cos()).sum() + e.v_mem.sum()
     loss_s.backward()
@@ -350,11 +353,7 @@ def test_property_layer_call_sequences_equal_sinabs(device, config, neurons, cal
         out_s = s(x_s)
         torch.manual_seed(step)
         out_e = e(x_e)
-        assert torch.equal(out_e, out_s), f"outputs differ at call {step}"
-        for name, buffer in s.named_buffers():
-            assert torch.equal(getattr(e, name), buffer), f"state {name} differs at call {step}"
-        for name, rec in getattr(s, "recordings", {}).items():
-            assert torch.equal(e.recordings[name], rec), f"recording {name} differs at call {step}"
+        assert_call_equal(s, e, out_s, out_e, f" at call {step}")
         w = torch.randn_like(x)
         loss_s = loss_s + (out_s * w).sum() + s.v_mem.sum()
         loss_e = loss_e + (out_e * w).sum() + e.v_mem.sum()
