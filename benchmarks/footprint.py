@@ -15,30 +15,21 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from bench_layer import FloorLayer  # noqa: E402
-from exodus_jit import layers  # noqa: E402
+from host_overhead import _general_lif, _kept_lif  # noqa: E402
 
 SWEEP_BYTES = 8 << 20  # twice the simulated last-level cache footprint.sh sets (4 MB)
 
 
 def paths() -> dict:
     """Each path's call, as host_overhead.py --cold makes it (forward only)."""
-    x = torch.randn(1, 1, 1, requires_grad=True)
-    layer = layers.LIF(tau_mem=10.0)
-    general = layers.LIF(tau_mem=10.0)
-    general.__dict__["_forward_kept"] = lambda *args: None  # every call takes the general path
-    layer(x)
-    general(x)
-    call = layer.__dict__["_exodus_call"][1]
-    v0 = torch.zeros(1, 1)
+    layer, x, call, v0 = _kept_lif("cpu")
+    general = _general_lif("cpu", x)
     floor = FloorLayer()
-    lean = layers.LIF(tau_mem=10.0)
-    lean(x)
-    lean_call = lean.__dict__["_exodus_call"][1]
+    lean, _, lean_call, _ = _kept_lif("cpu")
     op, op_args = lean_call._op, lean_call._op_args
     attributes, buffers = lean.__dict__, lean._buffers
 

@@ -223,6 +223,15 @@ def _kept_lif(device: str):
     return layer, x, layer.__dict__["_exodus_call"][1], torch.zeros(1, 1, device=device)
 
 
+def _general_lif(device: str, x):
+    """A tiny LIF layer after its first call on x whose every call takes the general path (no
+    kept call's path, _forward_kept, as before version 51)."""
+    general = layers.LIF(tau_mem=10.0).to(device)
+    general.__dict__["_forward_kept"] = lambda *args: None
+    general(x)
+    return general
+
+
 def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     """Host microseconds per call as the benchmark protocol makes its calls: each forward and each
     backward alone, after a wait (bench_layer.py times each between CUDA events and waits for the
@@ -231,9 +240,7 @@ def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     the LIF layer, the same layer without its kept call's path (_forward_kept: every call takes
     the general path, as before version 51) and the layer's C++ operator alone (no layer Python)."""
     layer, x, call, v0 = _kept_lif(device)
-    general = layers.LIF(tau_mem=10.0).to(device)
-    general.__dict__["_forward_kept"] = lambda *args: None  # every call takes the general path
-    general(x)
+    general = _general_lif(device, x)
     g = torch.randn(1, 1, 1, device=device)
     floor = FloorLayer()
     paths = {
