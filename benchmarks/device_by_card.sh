@@ -7,11 +7,25 @@
 # After a published run, if it leaves more than a minute of the call's LIMIT seconds (default 570,
 # for the 600 s limit), device_trace.sh runs in what is left (trace.tgz). BENCH_ONLY=1: the
 # published run without the CUDA suite (when it already ran on this tree and device time is short).
+# OTHER: what another card does while nothing is pending: "published" (the default, as above),
+# "suite" (the CUDA suite only, with the default kernels and with the scan kernels forced, ~5
+# minutes: when a published run of this code on that card has landed already) or "none" (stop at
+# once: only the start's device time is spent).
 # Usage (device tool): bash benchmarks/device_by_card.sh   (results under $OUT)
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $card"
 pending=$(ls benchmarks/pending/*.patch 2> /dev/null | wc -l)
-if [[ "$card" == *H200* ]] || [ "$pending" -eq 0 ]; then
+other=${OTHER:-published}
+case "$other" in published | suite | none) ;; *) echo "OTHER must be published, suite or none, not $other"; exit 2 ;; esac
+if [[ "$card" != *H200* ]] && [ "$pending" -eq 0 ] && [ "$other" != published ]; then
+  [ "$other" = none ] && { echo "not an H200 and OTHER=none: nothing run"; exit 0; }
+  source benchmarks/device_env.sh
+  rm -rf "$EXODUS_JIT_CACHE"
+  python3 -m exodus_jit build --cpu --cuda 2>&1 | tail -2
+  python3 -m pytest -q -m cuda tests/ -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cuda.txt" | tail -2
+  EXODUS_JIT_KERNELS=scan python3 -m pytest -q -m cuda tests/ -p no:cacheprovider 2>&1 \
+    | tee "$OUT/pytest_cuda_scan.txt" | tail -2
+elif [[ "$card" == *H200* ]] || [ "$pending" -eq 0 ]; then
   SKIP_TRAIN=1 bash benchmarks/device_run.sh 2>&1 | grep -E "passed|failed|error|build wall|cached load|ms" | tail -60
   PROCESSES=5 DTYPES="float32 bfloat16" bash benchmarks/device_processes.sh
   # then, in what is left of the call, the protocol's timelines (device_trace.sh), packed as one
