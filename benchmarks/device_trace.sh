@@ -9,7 +9,7 @@ CASES=${CASES:-"floor:LIF:16x500x512:float32 exodus-jit:LIF:16x500x512:float32 o
 op:LIF:16x500x512:float32 exodus-jit:IAF:16x500x512:float32 floor:LIF:16x500x16384:float32
 exodus-jit:LIF:16x500x16384:float32 op:LIF:16x500x16384:float32 floor:LIF:16x500x16384:bfloat16
 exodus-jit:LIF:16x500x16384:bfloat16 floor:LIF:16x500x4096:float32 exodus-jit:LIF:16x500x4096:float32
-exodus-jit:LIF_syn:16x500x4096:float32"}
+exodus-jit:LIF_syn:16x500x4096:float32 exodus-jit:LIF_syn:16x500x512:float32"}
 python3 benchmarks/trace_protocol.py --cases $CASES --save /tmp/traces 2>&1 | grep -v "UserWarning\|_warn_once" \
   | tee "$OUT/trace.txt" | grep -E "^==|fwd.end_record|bwd.end_record|kernel_us"
 tar czf "$OUT/traces.tgz" -C /tmp traces
