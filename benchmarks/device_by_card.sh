@@ -15,17 +15,21 @@
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $card"
 pending=$(ls benchmarks/pending/*.patch 2> /dev/null | wc -l)
-other=${OTHER:-published}
-case "$other" in published | suite | none) ;; *) echo "OTHER must be published, suite or none, not $other"; exit 2 ;; esac
-if [[ "$card" != *H200* ]] && [ "$pending" -eq 0 ] && [ "$other" != published ]; then
-  [ "$other" = none ] && { echo "not an H200 and OTHER=none: nothing run"; exit 0; }
-  source benchmarks/device_env.sh
-  rm -rf "$EXODUS_JIT_CACHE"
-  python3 -m exodus_jit build --cpu --cuda 2>&1 | tail -2
-  python3 -m pytest -q -m cuda tests/ -p no:cacheprovider 2>&1 | tee "$OUT/pytest_cuda.txt" | tail -2
-  EXODUS_JIT_KERNELS=scan python3 -m pytest -q -m cuda tests/ -p no:cacheprovider 2>&1 \
-    | tee "$OUT/pytest_cuda_scan.txt" | tail -2
-elif [[ "$card" == *H200* ]] || [ "$pending" -eq 0 ]; then
+# what this call does: an H200 the published run, a pending patch its call, else OTHER's choice
+mode=${OTHER:-published}
+case "$mode" in published | suite | none) ;; *) echo "OTHER must be published, suite or none, not $mode"; exit 2 ;; esac
+if [[ "$card" == *H200* ]]; then mode=published; elif [ "$pending" -gt 0 ]; then mode=pending; fi
+case "$mode" in
+none)
+  echo "not an H200 and OTHER=none: nothing run" ;;
+suite)
+  # device_run.sh's build and suite (TESTS), then the suite again on the same build with the
+  # scan kernels forced (a choice made at run time)
+  TESTS=tests/ bash benchmarks/device_run.sh 2>&1 | grep -E "passed|failed|error|build wall|cached load"
+  (source benchmarks/device_env.sh
+   EXODUS_JIT_KERNELS=scan python3 -m pytest -q -m cuda tests/ -p no:cacheprovider 2>&1 \
+     | tee "$OUT/pytest_cuda_scan.txt" | tail -2) ;;
+published)
   SKIP_TRAIN=1 bash benchmarks/device_run.sh 2>&1 | grep -E "passed|failed|error|build wall|cached load|ms" | tail -60
   PROCESSES=5 DTYPES="float32 bfloat16" bash benchmarks/device_processes.sh
   # then, in what is left of the call, the protocol's timelines (device_trace.sh), packed as one
@@ -34,7 +38,7 @@ elif [[ "$card" == *H200* ]] || [ "$pending" -eq 0 ]; then
   if [ "$left" -gt 60 ]; then
     OUT=/tmp/trace-out timeout "$left" bash benchmarks/device_trace.sh > /dev/null 2>&1
     tar czf "${OUT:-/tmp/exodus-out}/trace.tgz" -C /tmp trace-out && echo "trace.tgz: device_trace.sh's results"
-  fi
-else
-  bash benchmarks/device_pending.sh 2>&1 | tail -60
-fi
+  fi ;;
+pending)
+  bash benchmarks/device_pending.sh 2>&1 | tail -60 ;;
+esac

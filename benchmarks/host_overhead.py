@@ -366,8 +366,7 @@ def main() -> None:
     if args.ops:
         for name, us in ops_us(args.device).items():
             print(f"op host us/call on {args.device}: {name} {us:.1f}")
-    # LIF_syn: the fused synaptic stage's call (two more states), 2.2-5x LIF at 16x500x512 in the
-    # last two H100 runs where version 45's read 1.1x
+    # LIF_syn: the fused synaptic stage's call, two more states (NOTES' next step 7)
     for name, layer in (("LIF", layers.LIF(tau_mem=10.0)), ("IAF", layers.IAF()),
                         ("LIF_syn", layers.LIF(tau_mem=10.0, tau_syn=5.0))):
         t = per_call_us(layer.to(args.device), args.device, shape=shape)
