@@ -9,19 +9,22 @@
 # published run without the CUDA suite (when it already ran on this tree and device time is short).
 # OTHER: what another card does while nothing is pending: "published" (the default, as above),
 # "suite" (the CUDA suite only, with the default kernels and with the scan kernels forced, ~5
-# minutes: when a published run of this code on that card has landed already) or "none" (stop at
-# once: only the start's device time is spent).
+# minutes: when a published run of this code on that card has landed already), "syn" (the LIF_syn
+# diagnosis of device_syn.sh, ~3 minutes) or "none" (stop at once: only the start's device time is
+# spent).
 # Usage (device tool): bash benchmarks/device_by_card.sh   (results under $OUT)
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
 echo "card: $card"
 pending=$(ls benchmarks/pending/*.patch 2> /dev/null | wc -l)
 # what this call does: an H200 the published run, a pending patch its call, else OTHER's choice
 mode=${OTHER:-published}
-case "$mode" in published | suite | none) ;; *) echo "OTHER must be published, suite or none, not $mode"; exit 2 ;; esac
+case "$mode" in published | suite | syn | none) ;; *) echo "OTHER must be published, suite, syn or none, not $mode"; exit 2 ;; esac
 if [[ "$card" == *H200* ]]; then mode=published; elif [ "$pending" -gt 0 ]; then mode=pending; fi
 case "$mode" in
 none)
   echo "not an H200 and OTHER=none: nothing run" ;;
+syn)
+  bash benchmarks/device_syn.sh ;;
 suite)
   # device_run.sh's build and suite (TESTS), then the suite again on the same build with the
   # scan kernels forced (a choice made at run time)

@@ -237,15 +237,18 @@ def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     backward alone, after a wait (bench_layer.py times each between CUDA events and waits for the
     GPU in between). Tight loops hide what such single calls cost: on the 2-core box a layer's
     forward took ~3x its loop time this way, the floor's too. Medians, for the protocol's floor,
-    the LIF layer, the same layer without its kept call's path (_forward_kept: every call takes
-    the general path, as before version 51) and the layer's C++ operator alone (no layer Python)."""
+    the LIF layer, the LIF layer with tau_syn, the LIF layer without its kept call's path
+    (_forward_kept: every call takes the general path, as before version 51) and the layer's C++
+    operator alone (no layer Python)."""
     layer, x, call, v0 = _kept_lif(device)
     general = _general_lif(device, x)
+    synaptic = layers.LIF(tau_mem=10.0, tau_syn=5.0).to(device)  # the fused synaptic stage (next step 7)
     g = torch.randn(1, 1, 1, device=device)
     floor = FloorLayer()
     paths = {
         "floor (reset_states + forward)": lambda: (floor.reset_states(), floor(x))[1],
         "layer (reset_states + forward)": lambda: (layer.reset_states(), layer(x))[1],
+        "LIF_syn (reset_states + forward)": lambda: (synaptic.reset_states(), synaptic(x))[1],
         "layer, general path (no kept)": lambda: (general.reset_states(), general(x))[1],
         "C++ operator alone": lambda: call._autograd_op(x, v0, ())[0],
     }
