@@ -6,7 +6,8 @@
 # patches pending, their call (device_pending.sh: with none it would only time identical trees).
 # After a published run, if it leaves more than a minute of the call's LIMIT seconds (default 570,
 # for the 600 s limit), device_trace.sh runs in what is left (trace.tgz). BENCH_ONLY=1: the
-# published run without the CUDA suite (when it already ran on this tree and device time is short).
+# published run without the CUDA suite (when it already ran on this tree and device time is short);
+# PROCESSES: how many fresh processes follow it (default 5).
 # OTHER: what another card does while nothing is pending: "published" (the default, as above),
 # "suite" (the CUDA suite only, with the default kernels and with the scan kernels forced, ~5
 # minutes: when a published run of this code on that card has landed already), "syn" (the LIF_syn
@@ -34,7 +35,7 @@ suite)
      | tee "$OUT/pytest_cuda_scan.txt" | tail -2) ;;
 published)
   SKIP_TRAIN=1 bash benchmarks/device_run.sh 2>&1 | grep -E "passed|failed|error|build wall|cached load|ms" | tail -60
-  PROCESSES=5 DTYPES="float32 bfloat16" bash benchmarks/device_processes.sh
+  PROCESSES=${PROCESSES:-5} DTYPES="float32 bfloat16" bash benchmarks/device_processes.sh
   # then, in what is left of the call, the protocol's timelines (device_trace.sh), packed as one
   # file: at most 8 files come back, and the published run already writes 7
   left=$((${LIMIT:-570} - SECONDS))
