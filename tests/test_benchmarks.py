@@ -140,7 +140,7 @@ def test_host_overhead_diagnostics_time_every_path_on_the_cpu():
         "cold parts": host_overhead.cold_parts_us("cpu", calls=3),
         "gaps": host_overhead.gap_us("cpu", calls=2, gaps_s=(0.0, 1e-4)),
     }
-    assert len(results["cold"]) == 4 and len(results["cold parts"]) == 10 and len(results["gaps"]) == 4
+    assert len(results["cold"]) == 5 and len(results["cold parts"]) == 10 and len(results["gaps"]) == 4
     for name, times in results.items():
         for path, value in times.items():
             for us in value if isinstance(value, tuple) else (value,):
