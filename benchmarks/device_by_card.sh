@@ -11,7 +11,7 @@
 # OTHER: what another card does while nothing is pending: "published" (the default, as above),
 # "suite" (the CUDA suite only, with the default kernels and with the scan kernels forced, ~5
 # minutes: when a published run of this code on that card has landed already), "syn" (the LIF_syn
-# diagnosis of device_syn.sh, ~3 minutes) or "none" (stop at once: only the start's device time is
+# diagnosis of device_syn.sh, ~2.5 minutes) or "none" (stop at once: only the start's device time is
 # spent).
 # Usage (device tool): bash benchmarks/device_by_card.sh   (results under $OUT)
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
