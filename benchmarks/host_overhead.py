@@ -214,10 +214,11 @@ def _spin(seconds: float) -> None:
         pass
 
 
-def _kept_lif(device: str):
-    """A tiny LIF layer after its first call (its MembraneCall kept), an input that takes
-    gradients, the kept call and a zero state for calling its C++ operator alone."""
-    layer = layers.LIF(tau_mem=10.0).to(device)
+def _kept_lif(device: str, **options):
+    """A tiny LIF layer (with `options`, such as tau_syn) after its first call (its MembraneCall
+    kept), an input that takes gradients, the kept call and a zero state for calling its C++
+    operator alone."""
+    layer = layers.LIF(tau_mem=10.0, **options).to(device)
     x = (torch.randn(1, 1, 1, device=device) * 10).requires_grad_()
     layer(x)
     return layer, x, layer.__dict__["_exodus_call"][1], torch.zeros(1, 1, device=device)
@@ -242,7 +243,7 @@ def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
     operator alone (no layer Python)."""
     layer, x, call, v0 = _kept_lif(device)
     general = _general_lif(device, x)
-    synaptic = layers.LIF(tau_mem=10.0, tau_syn=5.0).to(device)  # the fused synaptic stage (next step 7)
+    synaptic = _kept_lif(device, tau_syn=5.0)[0]  # the fused synaptic stage (next step 7), warmed alike
     g = torch.randn(1, 1, 1, device=device)
     floor = FloorLayer()
     paths = {
