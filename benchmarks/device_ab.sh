@@ -7,7 +7,8 @@
 # A variant may carry its own src/ beside kernels/ (where the Python side lists other kernel
 # sources); the others run with this checkout's.
 # Usage (device tool): VARIANTS="base current" bash benchmarks/device_ab.sh (MIN_V=-1: also the
-# clipped LIF, float32)
+# clipped LIF, float32; ALPHA_SYN=0.8: also the LIF with the fused synaptic stage, float32, and
+# with MIN_V clipped too)
 source benchmarks/device_env.sh
 rm -rf "$EXODUS_JIT_CACHE"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/ab-env.txt"
@@ -25,6 +26,12 @@ for round in $(seq ${ROUNDS:-2}); do
     if [ -n "${MIN_V:-}" ]; then  # the clipped LIF (min_v_mem) too
       python3 benchmarks/kernel_time.py --label "$v" --sizes $SIZES --dtypes float32 --min-v "$MIN_V" \
         --json "$OUT/ab.json" 2>&1 | tee -a "$OUT/ab.txt"
+    fi
+    if [ -n "${ALPHA_SYN:-}" ]; then  # the fused synaptic stage (kernel_time.py --alpha-syn)
+      for clip in "" ${MIN_V:+"--min-v=$MIN_V"}; do
+        python3 benchmarks/kernel_time.py --label "$v" --sizes $SIZES --dtypes float32 --alpha-syn "$ALPHA_SYN" \
+          --rounds 3 $clip --json "$OUT/ab.json" 2>&1 | tee -a "$OUT/ab.txt"
+      done
     fi
   done
 done

@@ -7,7 +7,8 @@
 #      expects the fast kernels where they apply, so "general" is not one of them),
 #   2. the kernels a LIF launches at 16x500x512 under each EXODUS_JIT_KERNELS value (choices.txt),
 #   3. the kernels alone, base against the patched tree (device_ab.sh: ab.json / ab.txt) at SIZES
-#      (default: where the scan backward runs) with the clipped LIF too (MIN_V, default -1).
+#      (default: where the scan backward runs) with the clipped LIF too (MIN_V, default -1) and,
+#      where ALPHA_SYN is set, the LIF with the fused synaptic stage.
 # Each patch in pending/alternatives/ (another way to the same end as a pending patch, so the two
 # do not apply together) is applied to a copy of the base as a variant of its own name and timed
 # beside them in step 3; its suite does not run here (it would in a call of its own, moved into

@@ -3,9 +3,12 @@ but the launch itself): forward and backward of the LIF's fast kernels, back to 
 CUDA events over many launches, median of rounds. For comparing kernel versions (A/B) without the
 host's per-call time in the numbers. Each row also carries a fingerprint of the forward's and the
 backward's outputs for the first input set, so versions that should compute the same bits (a
-change of memory access only) can be seen to.
+change of memory access only) can be seen to. `--alpha-syn A`: the LIF with the fused synaptic
+stage instead, which only the autograd operator reaches; its kernels are timed by torch.profiler
+(each launch's own GPU time, so the autograd engine's host time stays out too).
 
     python benchmarks/kernel_time.py --sizes 16x500x512 16x500x16384 16x4000x1024
+    python benchmarks/kernel_time.py --sizes 16x500x512 --alpha-syn 0.8
 """
 
 import argparse
@@ -18,6 +21,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
+
+from exodus_jit import ops as exodus_ops  # noqa: E402
 from exodus_jit.ops import _extension  # noqa: E402
 from exodus_jit.ops._config import SaveKind  # noqa: E402
 
@@ -79,6 +85,48 @@ def time_kernels(shape, dtype, launches: int, rounds: int, min_v=None) -> dict:
     return result
 
 
+def time_syn_kernels(shape, dtype, launches: int, rounds: int, alpha_syn: float, min_v=None) -> dict:
+    """As time_kernels for the LIF with the fused synaptic stage (alpha_syn per step), through
+    exodus_jit.ops.membrane (the autograd operator: the backend ops take no synaptic stage): the
+    median over rounds of the median GPU time of the forward's and of the backward's membrane
+    kernel (torch.profiler), per launch."""
+    torch.manual_seed(0)
+    B, T, N = shape
+    sets = max(1, min(8, (256 << 20) // (B * T * N * 4)))
+    us = [(torch.randn(shape, device="cuda") * 10).to(dtype).requires_grad_() for _ in range(sets)]
+    gs = [torch.randn(shape, device="cuda").to(dtype) for _ in range(sets)]
+    v0, i0 = torch.zeros(B, N, device="cuda"), torch.zeros(B, N, device="cuda")
+    alpha = float(torch.exp(torch.tensor(-0.1)))
+
+    def step(i):
+        r = exodus_ops.membrane(us[i % sets], v0, alpha, 1.0, norm_input=True, min_v_mem=min_v, i_syn=i0,
+                                alpha_syn=alpha_syn)
+        (g_u,) = torch.autograd.grad(r.output, us[i % sets], gs[i % sets])
+        return r.output, r.v_final, r.i_final, g_u
+
+    first = step(0)
+    result = {"forward_sha1": fingerprint(first[:3]), "backward_sha1": fingerprint(first[3:])}
+    for i in range(10):
+        step(i)
+    torch.cuda.synchronize()
+    per_round = {"forward_us": [], "backward_us": []}
+    for _ in range(rounds):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for i in range(launches):
+                step(i)
+            torch.cuda.synchronize()
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        for name, part in (("forward_us", "membrane_forward"), ("backward_us", "membrane_backward")):
+            times = [e.time_range.elapsed_us() for e in kernels if part in e.name]
+            if len(times) != launches:
+                raise RuntimeError(f"{len(times)} {part} kernels in {launches} launches")
+            per_round[name].append(statistics.median(times))
+    for name, times in per_round.items():
+        result[name] = statistics.median(times)
+        result[name.replace("_us", "_spread_us")] = max(times) - min(times)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", nargs="+", default=["16x500x512", "16x500x16384", "16x4000x1024"])
@@ -88,15 +136,22 @@ def main() -> None:
     parser.add_argument("--label", default="", help="a name for this kernel version in the output")
     parser.add_argument("--json", help="append the results to this JSON file")
     parser.add_argument("--min-v", type=float, help="clip the membrane below this (LIF with min_v_mem)")
+    parser.add_argument("--alpha-syn", type=float,
+                        help="the LIF with the fused synaptic stage (tau_syn) of this decay per step")
     args = parser.parse_args()
     rows = []
     for size in args.sizes:
         shape = tuple(int(s) for s in size.split("x"))
         for dtype_name in args.dtypes:
-            r = time_kernels(shape, getattr(torch, dtype_name), args.launches, args.rounds, args.min_v)
-            r.update(size=size, dtype=dtype_name, label=args.label, min_v=args.min_v)
+            dtype = getattr(torch, dtype_name)
+            if args.alpha_syn is None:
+                r = time_kernels(shape, dtype, args.launches, args.rounds, args.min_v)
+            else:
+                r = time_syn_kernels(shape, dtype, args.launches, args.rounds, args.alpha_syn, args.min_v)
+            r.update(size=size, dtype=dtype_name, label=args.label, min_v=args.min_v, alpha_syn=args.alpha_syn)
             rows.append(r)
             clipped = "" if args.min_v is None else f" min_v {args.min_v:g}"
+            clipped += "" if args.alpha_syn is None else f" alpha_syn {args.alpha_syn:g}"
             print(f"kernels {args.label:12s} {size:14s} {dtype_name:9s}{clipped} forward {r['forward_us']:8.1f} us "
                   f"(spread {r['forward_spread_us']:.1f})  backward {r['backward_us']:8.1f} us "
                   f"(spread {r['backward_spread_us']:.1f})  bits {r['forward_sha1']}/{r['backward_sha1']}", flush=True)
