@@ -42,14 +42,26 @@ def fingerprint(outputs) -> str:
     return digest.hexdigest()[:12]
 
 
+def input_sets(shape) -> int:
+    """How many input sets to rotate between, so small sizes do not run from L2 on repeated data
+    only."""
+    B, T, N = shape
+    return max(1, min(8, (256 << 20) // (B * T * N * 4)))
+
+
+def summarise(result: dict, name: str, times: list) -> None:
+    """The rounds' median as `name` and their spread (max - min) beside it."""
+    result[name] = statistics.median(times)
+    result[name.replace("_us", "_spread_us")] = max(times) - min(times)
+
+
 def time_kernels(shape, dtype, launches: int, rounds: int, min_v=None) -> dict:
     """Median microseconds per forward and per backward launch over `rounds` rounds of `launches`;
     min_v: clip the membrane below it (sinabs' min_v_mem), else no clipping."""
     torch.manual_seed(0)
     ops = _extension.backend_ops(torch.device("cuda"))
     B, T, N = shape
-    # rotate between input sets so small sizes do not run from L2 on repeated data only
-    sets = max(1, min(8, (256 << 20) // (B * T * N * 4)))
+    sets = input_sets(shape)
     us = [(torch.randn(shape, device="cuda") * 10).to(dtype) for _ in range(sets)]
     gs = [torch.randn(shape, device="cuda").to(dtype) for _ in range(sets)]
     v0 = torch.zeros(B, N, device="cuda")
@@ -80,8 +92,7 @@ def time_kernels(shape, dtype, launches: int, rounds: int, min_v=None) -> dict:
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end) * 1e3 / launches)
-        result[name] = statistics.median(times)
-        result[name.replace("_us", "_spread_us")] = max(times) - min(times)
+        summarise(result, name, times)
     return result
 
 
@@ -92,7 +103,7 @@ def time_syn_kernels(shape, dtype, launches: int, rounds: int, alpha_syn: float,
     kernel (torch.profiler), per launch."""
     torch.manual_seed(0)
     B, T, N = shape
-    sets = max(1, min(8, (256 << 20) // (B * T * N * 4)))
+    sets = input_sets(shape)
     us = [(torch.randn(shape, device="cuda") * 10).to(dtype).requires_grad_() for _ in range(sets)]
     gs = [torch.randn(shape, device="cuda").to(dtype) for _ in range(sets)]
     v0, i0 = torch.zeros(B, N, device="cuda"), torch.zeros(B, N, device="cuda")
@@ -122,8 +133,7 @@ def time_syn_kernels(shape, dtype, launches: int, rounds: int, alpha_syn: float,
                 raise RuntimeError(f"{len(times)} {part} kernels in {launches} launches")
             per_round[name].append(statistics.median(times))
     for name, times in per_round.items():
-        result[name] = statistics.median(times)
-        result[name.replace("_us", "_spread_us")] = max(times) - min(times)
+        summarise(result, name, times)
     return result
 
 
