@@ -167,6 +167,15 @@ class Timer:
         return self.host_ms
 
 
+def clear_grads(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """No gradient accumulation in the times: x's and the model's parameters' gradients start
+    each repeat as None, as after `optimizer.zero_grad()` (set_to_none, torch's default) in a
+    training step. Otherwise a parameter's gradient (tau_mem's, the linear mode's weights) is
+    added into the last one by one more kernel and its host time in every backward."""
+    x.grad = None
+    model.zero_grad(set_to_none=True)
+
+
 def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, warmup: int,
           mode: str = "layer") -> dict:
     torch.manual_seed(0)
@@ -192,7 +201,7 @@ def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, wa
         backward()
     # the baseline holds the input and the incoming gradient only: no output, state or x.grad
     state.clear()
-    x.grad = None
+    clear_grads(layer, x)
     layer.reset_states()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -201,7 +210,7 @@ def bench(framework: str, kind: str, shape, device: str, dtype, repeats: int, wa
     fwd, bwd, fwd_host, bwd_host = [], [], [], []
     clocks = [sm_clock_mhz(device)]
     for _ in range(repeats):
-        x.grad = None
+        clear_grads(layer, x)
         fwd.append(timer(forward))
         fwd_host.append(timer.host_ms)
         bwd.append(timer(backward))

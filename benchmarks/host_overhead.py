@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from bench_layer import FloorLayer  # noqa: E402  (the protocol's floor, as the benchmark builds it)
+from bench_layer import FloorLayer, clear_grads  # noqa: E402  (the protocol's floor, as the benchmark builds it)
 from exodus_jit import layers  # noqa: E402
 
 
@@ -253,10 +253,12 @@ def cold_us(device: str, calls: int = 300, gap_s: float = 0.001) -> dict:
         "layer, general path (no kept)": lambda: (general.reset_states(), general(x))[1],
         "C++ operator alone": lambda: call._autograd_op(x, v0, ())[0],
     }
+    models = torch.nn.ModuleList([floor, layer, synaptic, general])  # the operator's tau is layer's
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     times = {name: ([], []) for name in paths}
     for _ in range(calls):
         for name, make in paths.items():  # interleaved, so each call follows other work
+            clear_grads(models, x)  # as the protocol: no gradient accumulation in the times
             sync()
             _spin(gap_s)
             t0 = time.perf_counter()

@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from bench_layer import clear_grads  # noqa: E402
 from exodus_jit import layers  # noqa: E402
 
 
@@ -62,7 +64,7 @@ def protocol(layer, x, grad, iters: int) -> None:
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(iters):
-            x.grad = None  # as bench_layer.py: no gradient accumulation into x.grad in the times
+            clear_grads(layer, x)  # as bench_layer.py: no gradient accumulation in the times
             for times, call in ((fwd, forward), (bwd, lambda: state["out"].backward(grad))):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()

@@ -25,7 +25,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from bench_layer import make_layer  # noqa: E402
+from bench_layer import clear_grads, make_layer  # noqa: E402
 
 MARKS = ("reset_states", "layer_call", "backward_call")
 
@@ -94,21 +94,21 @@ def run_case(case: str, iters: int, warmup: int, timed_only: bool = False):
         return start.elapsed_time(end)
 
     for _ in range(warmup):
-        x.grad = None
+        clear_grads(layer, x)
         timed(forward)
         timed(backward)
     torch.cuda.synchronize()
     if timed_only:
         fwd, bwd = [], []
         for _ in range(iters):
-            x.grad = None
+            clear_grads(layer, x)
             fwd.append(timed(forward))
             bwd.append(timed(backward))
         return {"forward_ms": statistics.median(fwd), "backward_ms": statistics.median(bwd),
                 "total_ms": statistics.median(f + b for f, b in zip(fwd, bwd))}
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(iters):
-            x.grad = None
+            clear_grads(layer, x)
             timed(forward)
             timed(backward)
     with tempfile.TemporaryDirectory() as tmp:

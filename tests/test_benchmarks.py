@@ -75,6 +75,31 @@ def test_bench_reports_each_mode_and_the_plot_groups_by_it(bench_layer):
     assert set(series["layer"]) == {"exodus-jit", "floor"}
 
 
+def test_each_timed_repeat_starts_without_gradients(bench_layer, monkeypatch):
+    """No gradient accumulation in the times: when each timed forward starts, x's and every
+    parameter's gradient (the linear map's and tau_mem's) are None, as after a training step's
+    optimizer.zero_grad(); the warm-up, which does not clear them, shows that they would not be."""
+    seen = []
+    make_model = bench_layer.make_model
+
+    def spied_model(*args, **kwargs):
+        model = make_model(*args, **kwargs)
+        forward = model.forward
+
+        def recording_forward(x):
+            seen.append([x.grad is None] + [p.grad is None for p in model.parameters() if p.requires_grad])
+            return forward(x)
+
+        model.forward = recording_forward
+        return model
+
+    monkeypatch.setattr(bench_layer, "make_model", spied_model)
+    bench_layer.bench("exodus-jit", "LIF", (2, 20, 8), "cpu", torch.float32, 3, 2, "linear")
+    assert len(seen) == 5 and len(seen[0]) == 4  # x, weight, bias, tau_mem
+    assert not any(seen[1])  # the second warm-up forward: all four hold the first's gradients
+    assert all(all(s) for s in seen[2:])
+
+
 def test_plot_series_takes_the_first_row_of_each_point():
     plot = load("plot_results")
     row = {"framework": "exodus-jit", "layer": "LIF", "shape": [16, 500, 512], "dtype": "float32"}
