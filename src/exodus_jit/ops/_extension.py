@@ -63,10 +63,13 @@ def cpu_spec() -> ExtensionSpec:
 
 def cuda_spec() -> ExtensionSpec:
     # the fast kernels' instances per data type, synaptic stage and copy width, and the scan
-    # backward's, each in a file of their own: they compile in parallel
+    # backward's, each in a file of their own: they compile in parallel. ninja starts them in
+    # this order, so the longest come first (on one core: ops_cuda.cpp ~22 s, each fast-kernel
+    # file 20-25, each scan file ~17-20, cuda_kernels.cu 7, cuda_decay.cu 2): with fewer jobs
+    # than files, the files left for the second wave are then the short ones.
     fast = [f"cuda_membrane{t}{s}{w}.cu" for t in ("", "_half", "_bf16") for s in ("", "_syn") for w in ("", "_wide")]
-    sources = ("cuda_kernels.cu", "cuda_decay.cu", *fast, "cuda_scan_backward.cu", "cuda_scan_backward_multi.cu",
-               "cuda_scan_backward_max.cu", "ops_cuda.cpp")
+    scan = [f"cuda_scan_backward{k}.cu" for k in ("", "_multi", "_max")]
+    sources = ("ops_cuda.cpp", *fast, *scan, "cuda_kernels.cu", "cuda_decay.cu")
     return _spec("exodus_kernels_cuda", sources, cuda_cflags=HALF_CONVERSIONS)
 
 
