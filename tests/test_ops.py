@@ -419,19 +419,29 @@ def test_empty_tensors(device, shape):
     min_v=st.one_of(st.none(), st.floats(-2.0, 0.0)),
     norm_input=st.booleans(),
     surrogate=st.sampled_from(SURROGATES),
+    seed=st.integers(0, 2**32 - 1),
 )
 def test_property_kernels_equal_reference(batch, steps, features, alpha, threshold, scale, dtype, spike,
-                                          reset, min_v, norm_input, surrogate):
-    u = torch.randn(batch, steps, features, dtype=dtype) * scale
-    v0 = torch.randn(batch, features, dtype=dtype) * 0.3
-    got, ref, g_got, g_ref = run_both(
-        u, v0, torch.tensor(alpha, dtype=dtype), threshold, spike=spike, max_spikes=2, reset=reset,
-        reset_value=0.1, min_v_mem=min_v, norm_input=norm_input, surrogate=surrogate)
+                                          reset, min_v, norm_input, surrogate, seed):
+    """Kernels and reference ops agree over random configurations: outputs and states bit-equal,
+    gradients to rounding. The scalar alpha's gradient is one sum over all neurons and steps, whose
+    parts can cancel to a result ~1e4 times smaller than they are (seen: 9e-4 from per-feature parts
+    summing to 12.6 in magnitude), so its rounding is measured against the parts' magnitudes: the
+    per-feature gradients of the same call with alpha given per feature."""
+    generator = torch.Generator().manual_seed(seed)  # the inputs follow the example: reproducible
+    u = torch.randn(batch, steps, features, dtype=dtype, generator=generator) * scale
+    v0 = torch.randn(batch, features, dtype=dtype, generator=generator) * 0.3
+    options = dict(spike=spike, max_spikes=2, reset=reset, reset_value=0.1, min_v_mem=min_v, norm_input=norm_input,
+                   surrogate=surrogate)
+    got, ref, g_got, g_ref = run_both(u, v0, torch.tensor(alpha, dtype=dtype), threshold, **options)
     assert torch.equal(got.output, ref.output)
     assert torch.equal(got.v_rec, ref.v_rec) and torch.equal(got.v_final, ref.v_final)
     tol = 1e-10 if dtype == torch.float64 else 1e-4
-    for a, b in zip(g_got, g_ref):
+    for a, b in zip(g_got[:2], g_ref[:2]):
         assert rel_err(a, b) < tol
+    per_feature = run_both(u, v0, torch.full((features,), alpha, dtype=dtype), threshold, **options)[3][2]
+    parts = per_feature.double().abs().sum().item()
+    assert abs(g_got[2].item() - g_ref[2].item()) <= tol * parts
 
 
 def _membrane_args(device, requires_grad=True):
