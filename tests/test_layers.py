@@ -557,6 +557,34 @@ def test_deepcopy_state_dict_and_arg_dict():
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind, kwargs", [("LIF", {"tau_mem": 10.0}), ("LIF", {"tau_mem": 10.0, "tau_syn": 4.0}),
+                                          ("IAF", {"min_v_mem": -0.5}), ("ExpLeak", {"tau_mem": 10.0})])
+def test_layers_pickle_after_a_forward(device, kind, kwargs, kernels_backend):
+    """torch.save(model) and pickle work after forward and backward passes, when the layer holds
+    its kept call (the compiled operator's handles, which do not pickle) and the kernel's zeros:
+    the copy carries the parameters and states, leaves those caches out, and goes on as sinabs
+    does, from the carried states and after a reset."""
+    import io
+    import pickle
+
+    s, e = pair(kind, device, **kwargs)
+    compare(s, e, torch.randn(2, 7, 3, device=device) * 4, calls=2)
+    assert "_exodus_call" in e.__dict__ or kind == "ExpLeak"  # what the copy must leave out
+    buffer = io.BytesIO()
+    torch.save(e, buffer)
+    buffer.seek(0)
+    for copied in (torch.load(buffer, weights_only=False), pickle.loads(pickle.dumps(e))):
+        assert type(copied) is type(e) and "_exodus_call" not in copied.__dict__
+        for name, state in e.named_buffers():
+            assert torch.equal(getattr(copied, name), state)
+        s_copy = copy.deepcopy(s)
+        compare(s_copy, copied, torch.randn(2, 7, 3, device=device) * 4)
+        s_copy.reset_states()
+        copied.reset_states()
+        compare(s_copy, copied, torch.randn(2, 7, 3, device=device) * 4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_to_device_and_double(device):
     e = el.IAF(tau_syn=3.0).to(device).double()
     out = e(torch.randn(2, 5, 3, device=device, dtype=torch.float64))

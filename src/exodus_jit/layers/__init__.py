@@ -193,6 +193,16 @@ class ExodusNeuronMixin:
             states += 1
         return states == len(zeros)
 
+    def __getstate__(self) -> dict:
+        # torch.save(model), pickle and multiprocessing leave out the per-call caches: the kept
+        # call holds the compiled operator's handles, which do not pickle, and the zeros are for
+        # this layer's own next reset; the next call makes them again
+        getstate = getattr(super(), "__getstate__", None)  # object's from Python 3.11 on
+        state = dict(getstate() if getstate is not None else self.__dict__)
+        state.pop("_exodus_call", None)
+        state.pop("_exodus_zeros", None)
+        return state
+
     def _apply(self, *args, **kwargs):
         self.__dict__.pop("_exodus_call", None)  # .to(), .cuda(), .double() ... move the parameters
         self.__dict__.pop("_exodus_zeros", None)  # states moved: zeros of the old device or dtype
