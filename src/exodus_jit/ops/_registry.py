@@ -141,9 +141,12 @@ def membrane_options(config, surrogate_kind, surrogate_params, record, sum_out, 
     whose conversion by the dispatcher cost ~5 us per call. Shared between calls with the same
     options (the op only reads it)."""
     reset_value, spike_kind, max_spikes, reset_kind, norm_input = config
-    return _packed_options(float(reset_value), int(spike_kind), int(max_spikes), int(reset_kind), bool(norm_input),
-                           int(surrogate_kind), tuple(float(p) for p in surrogate_params), bool(record),
-                           bool(sum_out), bool(zero_states), tuple(int(d) for d in features))
+    # while torch.compile traces, the tensor becomes a constant of the graph: no cache to share,
+    # and dynamo would warn at each trace that it skips the lru_cache wrapper
+    pack = _packed_options.__wrapped__ if torch.compiler.is_compiling() else _packed_options
+    return pack(float(reset_value), int(spike_kind), int(max_spikes), int(reset_kind), bool(norm_input),
+                int(surrogate_kind), tuple(float(p) for p in surrogate_params), bool(record), bool(sum_out),
+                bool(zero_states), tuple(int(d) for d in features))
 
 
 @functools.lru_cache(maxsize=256)
