@@ -1,5 +1,5 @@
-// The fast backward for layers too small to fill the GPU (float32 data without the synaptic
-// stage): a scan over time instead of one thread walking all T steps of its neuron.
+// The fast backward for layers too small to fill the GPU (float32 data): a scan over time instead
+// of one thread walking all T steps of its neuron.
 //
 // The ring kernel (cuda_membrane.cuh) gives each neuron one thread, so at 16x500x512 its 8192
 // threads walk 500 dependent steps each and the GPU waits on one warp per scheduler (~84 ns a
@@ -17,6 +17,10 @@
 //      neuron in range order, and TauSums as in the ring kernel.
 // The carry into a range goes through P and Q, so its rounding differs from the one-thread walk's
 // (within float32's relative error over the range: the CUDA-vs-CPU tests' 1e-5).
+// With the fused synaptic stage (Syn) the carry is two numbers, alpha G_{t+1} and the current's
+// alpha_syn J_{t+1} (synapse_grad), and a range's map is affine in both: the membrane's row as
+// above, the current's C_before = P_i H_after + P_ii C_after + Q_i (its P_ii is alpha_syn to the
+// range's length; lower triangular, as the current never feeds the membrane's gradient back).
 #pragma once
 
 #include <type_traits>
@@ -48,15 +52,17 @@ inline bool scan_suits(int64_t neurons, int64_t steps, int sms) {
   return sms > 0 && blocks_for(neurons) <= sms && steps >= 8 * kCheckpointSteps;
 }
 
-template <class C>
+template <class C, bool Syn>
 __global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(const MembraneBackwardArgs<float> a) {
   constexpr int K = kCheckpointSteps;
-  // the ranges' maps (P, then the incoming carry), their Q, and alpha's gradient per range;
-  // finish_tau_sums reuses them (kScanThreads + 1 words)
+  // the ranges' maps (P, then the incoming carry, then with Syn alpha_syn's gradient per range),
+  // their Q, and alpha's gradient per range; finish_tau_sums reuses them (kScanThreads + 1 words)
   __shared__ float scan_p[kScanThreads], scan_q[kScanThreads + 1];
-  // two stages of each thread's checkpoint and K inputs, filled by cp.async one segment ahead
-  // (the output gradients are read straight: the walk needs them only after the recomputation)
+  // two stages of each thread's checkpoint (with Syn also the current's) and K inputs, filled by
+  // cp.async one segment ahead (the output gradients are read straight: the walk needs them only
+  // after the recomputation). 44 KB with Syn, within a launch's 48 KB of static shared memory.
   __shared__ float stage_w[2][kScanThreads], stage_x[2][K][kScanThreads];
+  __shared__ float stage_i[Syn ? 2 : 1][Syn ? kScanThreads : 1];
   const int lane = threadIdx.x % kScanNeurons, range = threadIdx.x / kScanNeurons;
   const int64_t n = blockIdx.x * static_cast<int64_t>(kScanNeurons) + lane;
   // no thread returns early: all meet at the barriers below
@@ -71,6 +77,9 @@ __global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(c
   const float* u = static_cast<const float*>(a.u.data) + a.u.offset(b, 0, f);
   const float* g_out = static_cast<const float*>(a.g_out.data) + a.g_out.offset(b, 0, f);
   const float* ckpt = a.ckpt + b * segments * F + f;
+  [[maybe_unused]] const float* syn_ckpt = Syn ? a.syn.ckpt + b * segments * F + f : nullptr;
+  [[maybe_unused]] const float alpha_syn = Syn ? a.syn.alpha.at(f) : 0.f;
+  [[maybe_unused]] const bool alpha_syn_grad = Syn && (a.syn.g_alpha != nullptr || a.tau_sums.g_tau_syn != nullptr);
   float* g_u = static_cast<float*>(a.g_u) + b * steps * F + f;
   // strides fit an int (fast_path checks them over kChunk steps): per step an int multiply-add,
   // no 64-bit products
@@ -92,17 +101,28 @@ __global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(c
   // cycles per instruction waited on global loads, one latency for each of a thread's 16 segment
   // passes). Each thread copies and reads only its own slots, so waiting for its own copies is all
   // the synchronisation needed; `next` is the segment it takes after this one (-1: none).
+  // With Syn the inputs become the membrane's (the current i_t) before the recomputation, and
+  // i_{t-1} + x_t (alpha_syn's gradient) waits for the walk in the stage just read (pre_syn),
+  // whose slots the next segment's copies take only after the walk.
   float sigma[K], d_alpha[K], x_in[K], g_in[K];
+  [[maybe_unused]] float* pre_syn = nullptr;  // step k at pre_syn[k * kScanThreads]
+  [[maybe_unused]] bool keep_pre_syn = false;  // in phase 3 only, where alpha_syn needs a gradient
   unsigned gates = 0;
-  int stage = 0;
+  // phase 1 starts in the stage that leaves it in stage 0 (each segment flips it), whatever the
+  // range's length: stage 1 is then free in every thread for phase 2's Syn words (syn_words)
+  const int own_segments = live ? end_seg - first_seg : 0;
+  int stage = own_segments & 1;
   // this thread's slots' shared-window addresses, once (stage `to` lies a whole stage further)
   const unsigned w_shared = static_cast<unsigned>(__cvta_generic_to_shared(&stage_w[0][threadIdx.x]));
   const unsigned x_shared = static_cast<unsigned>(__cvta_generic_to_shared(&stage_x[0][0][threadIdx.x]));
+  [[maybe_unused]] const unsigned i_shared =
+      Syn ? static_cast<unsigned>(__cvta_generic_to_shared(&stage_i[0][threadIdx.x])) : 0u;
   auto copy_segment = [&](int seg, int to) {
     const int len = min(K, steps - seg * K);  // only the sequence's last segment is short
     const float* x_seg = u + static_cast<int64_t>(seg) * K * su;
     constexpr unsigned kSlot = sizeof(float) * kScanThreads;  // a step's slots, all threads
     copy_async(&stage_w[to][threadIdx.x], w_shared + to * kSlot, ckpt + static_cast<int64_t>(seg) * F);
+    if constexpr (Syn) copy_async(&stage_i[to][threadIdx.x], i_shared + to * kSlot, syn_ckpt + static_cast<int64_t>(seg) * F);
     EXODUS_UNROLL
     for (int k = 0; k < K; ++k) {
       if (k < len) copy_async(&stage_x[to][k][threadIdx.x], x_shared + (to * K + k) * kSlot, x_seg + k * su);
@@ -124,6 +144,17 @@ __global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(c
     const float w0 = stage_w[stage][threadIdx.x];
     EXODUS_UNROLL
     for (int k = 0; k < K; ++k) x_in[k] = kWhole || k < len ? stage_x[stage][k][threadIdx.x] : 0.f;
+    if constexpr (Syn) {  // the current, as the forward steps it (synapse_step: the same bits)
+      float i = stage_i[stage][threadIdx.x];
+      pre_syn = &stage_x[stage][0][threadIdx.x];
+      EXODUS_UNROLL
+      for (int k = 0; k < K; ++k) {
+        if (!kWhole && k >= len) continue;
+        const float sum = i + x_in[k];
+        x_in[k] = synapse_step(i, x_in[k], alpha_syn);
+        if (keep_pre_syn) pre_syn[k * kScanThreads] = sum;
+      }
+    }
     stage ^= 1;
     auto run = [&](const auto& div) {
       float w = w0;
@@ -165,45 +196,82 @@ __global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(c
     }
   };
 
-  // 1. this range's map of the carry, latest step first: H_before = p H_after + q
+  // 1. this range's map of the carry, latest step first: H_before = p H_after + q; with Syn also
+  // the current's row, C_before = p_i H_after + p_ii C_after + q_i (as the walk's synapse_grad
+  // composes it: C = alpha_syn (in_scale G + C), G = slope H + offset)
   float p = 1.f, q = 0.f;
-  if (live && end_seg > first_seg) {
+  [[maybe_unused]] float p_i = 0.f, p_ii = 1.f, q_i = 0.f;
+  if (own_segments > 0) {
     copy_segment(end_seg - 1, stage);
     each_segment(std::false_type{}, [&](int) {
       return [&](int k, float gate, float g_y) {
         const float slope = cell.grad_v(sigma[k], 0.f, 1.f, gate);
         const float offset = cell.grad_v(sigma[k], g_y, 0.f, gate);
-        q = cell.alpha * mul_add(slope, q, offset);
-        p = cell.alpha * (slope * p);
+        const float g_q = mul_add(slope, q, offset), g_p = slope * p;  // G_t's map
+        if constexpr (Syn) {
+          p_i = alpha_syn * mul_add(cell.in_scale, g_p, p_i);
+          q_i = alpha_syn * mul_add(cell.in_scale, g_q, q_i);
+          p_ii = alpha_syn * p_ii;
+        }
+        q = cell.alpha * g_q;
+        p = cell.alpha * g_p;
       };
     }, end_seg - 1);
   }
   scan_p[threadIdx.x] = p;
   scan_q[threadIdx.x] = q;
+  // with Syn, the current's row and then its incoming carry: three words per thread in its own
+  // slots of stage 1, which phase 1 leaves free (no copy in flight there) and phase 3's first
+  // segment fills only after the thread has read its carry
+  [[maybe_unused]] float* syn_words = &stage_x[1][0][0];  // word j of thread s at j * kScanThreads + s
+  if constexpr (Syn) {
+    syn_words[threadIdx.x] = p_i;
+    syn_words[kScanThreads + threadIdx.x] = p_ii;
+    syn_words[2 * kScanThreads + threadIdx.x] = q_i;
+  }
   __syncthreads();
 
   // 2. per neuron, the carry into each range, from the last range to the first
   if (range == 0 && live) {
     float carry = a.g_vfinal ? a.g_vfinal[n] : 0.f;
+    [[maybe_unused]] float carry_i = Syn && a.syn.g_ifinal ? a.syn.g_ifinal[n] : 0.f;
     for (int r = kScanRanges - 1; r >= 0; --r) {
       const int slot = r * kScanNeurons + lane;
       const float p_r = scan_p[slot], q_r = scan_q[slot];
       scan_p[slot] = carry;  // the carry into range r, for its walk
+      if constexpr (Syn) {
+        const float p_i_r = syn_words[slot], p_ii_r = syn_words[kScanThreads + slot];
+        const float q_i_r = syn_words[2 * kScanThreads + slot];
+        syn_words[slot] = carry_i;
+        carry_i = mul_add(p_i_r, carry, mul_add(p_ii_r, carry_i, q_i_r));
+      }
       carry = mul_add(p_r, carry, q_r);
     }
     if (a.g_v0) a.g_v0[n] = carry;
+    if constexpr (Syn) {
+      if (a.syn.g_i0) a.syn.g_i0[n] = carry_i;
+    }
   }
   __syncthreads();
 
-  // 3. the range's walk with its carry: input gradients and alpha's gradient
+  // 3. the range's walk with its carry: input gradients and alpha's gradient (alpha_syn's too)
   float carry = scan_p[threadIdx.x], g_alpha = 0.f;
+  [[maybe_unused]] float syn_carry = Syn ? syn_words[threadIdx.x] : 0.f, g_alpha_syn = 0.f;
+  keep_pre_syn = alpha_syn_grad;
   auto walk = [&](auto with_alpha) {
     constexpr bool kAlpha = decltype(with_alpha)::value;
     each_segment(with_alpha, [&](int seg) {
       float* gu = g_u + static_cast<int64_t>(seg) * K * F;
       return [&, gu](int k, float gate, float g_y) {
         const float gv = cell.grad_v(sigma[k], g_y, carry, gate);
-        gu[k * F] = cell.in_scale * gv;
+        const float g_in = cell.in_scale * gv;
+        if constexpr (Syn) {
+          const float j = synapse_grad(g_in, syn_carry, alpha_syn);
+          gu[k * F] = syn_carry;
+          if (alpha_syn_grad) g_alpha_syn = mul_add(j, pre_syn[k * kScanThreads], g_alpha_syn);
+        } else {
+          gu[k * F] = g_in;
+        }
         if (kAlpha) g_alpha = mul_add(gv, d_alpha[k], g_alpha);
         carry = cell.alpha * gv;
       };
@@ -213,33 +281,40 @@ __global__ void __launch_bounds__(kScanThreads, 1) membrane_backward_fast_scan(c
     if (alpha_grad) walk(std::true_type{});
     else walk(std::false_type{});
   }
-  // alpha's gradient per neuron: the ranges' sums in range order
+  // alpha's (and alpha_syn's) gradient per neuron: the ranges' sums in range order (each thread
+  // writes only its own slots, whose carry it has read)
   scan_q[threadIdx.x] = g_alpha;
+  if constexpr (Syn) scan_p[threadIdx.x] = g_alpha_syn;
   __syncthreads();
-  float neuron_g_alpha = 0.f;
+  float neuron_g_alpha = 0.f, neuron_g_alpha_syn = 0.f;
   if (range == 0) {
     for (int r = 0; r < kScanRanges; ++r) neuron_g_alpha += scan_q[r * kScanNeurons + lane];
     if (live && a.g_alpha) a.g_alpha[n] = neuron_g_alpha;
+    if constexpr (Syn) {
+      for (int r = 0; r < kScanRanges; ++r) neuron_g_alpha_syn += scan_p[r * kScanNeurons + lane];
+      if (live && a.syn.g_alpha) a.syn.g_alpha[n] = neuron_g_alpha_syn;
+    }
   }
   if (a.tau_sums.present()) {
     __syncthreads();  // scan_q is read: finish_tau_sums takes the shared memory
     // every thread takes part (the barriers), the neurons' values in the first kScanNeurons slots;
     // the others add zeros, so the fixed tree sums as a 64-slot tree would (up to a zero's sign)
-    finish_tau_sums<kScanThreads>(a.tau_sums, range == 0 && live ? neuron_g_alpha : 0.f, 0.f, a.p.alpha.data,
-                                  nullptr, scan_q, kScanThreads);
+    const bool holds = range == 0 && live;
+    finish_tau_sums<kScanThreads>(a.tau_sums, holds ? neuron_g_alpha : 0.f, holds ? neuron_g_alpha_syn : 0.f,
+                                  a.p.alpha.data, a.syn.alpha.data, scan_q, kScanThreads);
   }
 }
 
-// The scan's launch for the cells of spike kind S (as with_cell_type dispatches them): one block
-// of kScanThreads per kScanNeurons neurons. The spike kinds' instances are split over three files
-// (cuda_scan_backward.cu, _multi.cu, _max.cu: ~20 s each on one core here), so that they compile
-// in parallel.
-template <SpikeKind S>
+// The scan's launch for the cells of spike kind S (as with_cell_type dispatches them), with or
+// without the synaptic stage: one block of kScanThreads per kScanNeurons neurons. The instances
+// are split over six files (cuda_scan_backward[_syn].cu, _multi.cu, _max.cu: ~15 s each on one
+// core here), so that they compile in parallel.
+template <SpikeKind S, bool Syn>
 cudaError_t launch_backward_scan(const MembraneBackwardArgs<float>& a, cudaStream_t stream) {
   auto launch = [&](auto* cell) {
     using C = std::remove_pointer_t<decltype(cell)>;
     const unsigned blocks = static_cast<unsigned>(blocks_for(a.shape.neurons()));
-    membrane_backward_fast_scan<C><<<blocks, kScanThreads, 0, stream>>>(a);
+    membrane_backward_fast_scan<C, Syn><<<blocks, kScanThreads, 0, stream>>>(a);
     return cudaGetLastError();
   };
   auto with_clip = [&](auto reset) {
@@ -256,8 +331,8 @@ cudaError_t launch_backward_scan(const MembraneBackwardArgs<float>& a, cudaStrea
   }
 }
 
-#define EXODUS_SCAN_INSTANCES(EXTERN, S) \
-  EXTERN template cudaError_t launch_backward_scan<S>(const MembraneBackwardArgs<float>&, cudaStream_t);
+#define EXODUS_SCAN_INSTANCES(EXTERN, S, SYN) \
+  EXTERN template cudaError_t launch_backward_scan<S, SYN>(const MembraneBackwardArgs<float>&, cudaStream_t);
 
 }  // namespace fast
 }  // namespace exodus

@@ -5,7 +5,7 @@
 namespace exodus {
 namespace fast {
 
-EXODUS_SCAN_INSTANCES(, SpikeKind::Max)
+EXODUS_SCAN_INSTANCES(, SpikeKind::Max, false)
 
 }  // namespace fast
 }  // namespace exodus

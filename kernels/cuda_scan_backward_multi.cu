@@ -5,7 +5,7 @@
 namespace exodus {
 namespace fast {
 
-EXODUS_SCAN_INSTANCES(, SpikeKind::Multi)
+EXODUS_SCAN_INSTANCES(, SpikeKind::Multi, false)
 
 }  // namespace fast
 }  // namespace exodus

@@ -26,8 +26,8 @@ def cuda_kernel_names(fn) -> list:
 
 
 def scan_expected(shape) -> bool:
-    """Whether the CUDA scan backward takes a float32 (B, T, N) call without the synaptic stage:
-    at most one 64-neuron block per multiprocessor, at least 64 steps (cuda_scan_backward.cuh);
+    """Whether the CUDA scan backward takes a float32 (B, T, N) call, with or without the synaptic
+    stage: at most one 64-neuron block per multiprocessor, at least 64 steps (cuda_scan_backward.cuh);
     EXODUS_JIT_KERNELS=scan takes it always, =ring never (so the whole suite can run each way)."""
     choice = os.environ.get("EXODUS_JIT_KERNELS")
     if choice in ("scan", "ring"):

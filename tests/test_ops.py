@@ -282,6 +282,20 @@ def _taus_grads(x, weights, alpha_of, record_states, calls=1):
     return [torch.autograd.grad(loss, [tau, tau_syn], retain_graph=True) for _ in range(calls)]
 
 
+def _check_taus_grads(x, weights, record_states):
+    """tau's and tau_syn's gradients (_taus_grads with ops.Decay): non-zero, the same bits from a
+    second backward of the graph and from a second call, each as close to float64's as autograd's
+    through alpha tensors is (within 4x)."""
+    first, again = _taus_grads(x, weights, ops.Decay, record_states, calls=2)
+    (second,) = _taus_grads(x, weights, ops.Decay, record_states)
+    (autograd,) = _taus_grads(x, weights, lambda t: torch.exp(-1.0 / t), record_states)
+    (exact,) = _taus_grads(x.double(), weights, lambda t: torch.exp(-1.0 / t), record_states)
+    for got, got_again, got_second, reference, truth in zip(first, again, second, autograd, exact):
+        assert got.abs() > 0
+        assert torch.equal(got, got_again) and torch.equal(got, got_second)
+        assert rel_err(got, truth) <= max(rel_err(reference, truth), torch.finfo(torch.float32).eps) * 4
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("shape", [(3, 45, 5), (2, 20, 1000), (4, 9, 16384)], ids=["15", "2000", "65536"])
@@ -301,14 +315,7 @@ def test_scalar_taus_gradients_are_summed_in_the_backward_kernel(shape, dtype, r
     torch.manual_seed(2)
     x = (torch.randn(shape, device="cuda") * 3).to(dtype)
     weights = torch.randn(shape, device="cuda")
-    first, again = _taus_grads(x, weights, ops.Decay, record_states, calls=2)
-    (second,) = _taus_grads(x, weights, ops.Decay, record_states)
-    (autograd,) = _taus_grads(x, weights, lambda t: torch.exp(-1.0 / t), record_states)
-    (exact,) = _taus_grads(x.double(), weights, lambda t: torch.exp(-1.0 / t), record_states)
-    for got, got_again, got_second, reference, truth in zip(first, again, second, autograd, exact):
-        assert got.abs() > 0
-        assert torch.equal(got, got_again) and torch.equal(got, got_second)
-        assert rel_err(got, truth) <= max(rel_err(reference, truth), torch.finfo(torch.float32).eps) * 4
+    _check_taus_grads(x, weights, record_states)
     kernels = cuda_kernel_names(lambda: _taus_grads(x, weights, ops.Decay, record_states))
     # the fast kernels take float32 data (with record_states the membrane's input is the synaptic
     # stage's float32 current) and 2-byte data in whole warps' rows (pairs_copyable: F % 32 == 0);
@@ -336,6 +343,22 @@ def test_tau_gradient_sum_in_the_scan_backward(shape, kernels_backend):
     assert torch.equal(first, second)
     (exact,) = _tau_grads(x.double(), v0.double(), tau.double(), weights, (lambda t: torch.exp(-1.0 / t),))
     assert rel_err(first, exact) <= max(rel_err(autograd, exact), torch.finfo(torch.float32).eps) * 4
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("shape", [(16, 500, 512), (3, 100, 70)])
+def test_taus_gradients_sum_in_the_scan_backward_with_the_synaptic_stage(shape, kernels_backend):
+    """With the fused synaptic stage the scan backward also sums tau_syn's gradient in its kernel:
+    tau's and tau_syn's gradients the same bits from a second backward and a second call, each as
+    close to float64's as autograd's through alpha tensors (within 4x)."""
+    torch.manual_seed(4)
+    x = torch.randn(shape, device="cuda") * 3
+    weights = torch.randn_like(x)
+    kernels = cuda_kernel_names(lambda: _taus_grads(x, weights, ops.Decay, False))
+    assert any("membrane_backward_fast_scan" in name for name in kernels) == scan_expected(shape)
+    assert not any("decay_grad" in name for name in kernels)
+    _check_taus_grads(x, weights, False)
 
 
 @pytest.mark.cuda

@@ -112,12 +112,20 @@ def test_cuda_matches_cpu_on_long_and_wide_layers(name, shape, kernels_backend):
     x = torch.randn(shape) * 4
     (out_cpu, vf_cpu, *g_cpu), (out_gpu, vf_gpu, *g_gpu) = _membrane_on_both(x, LONG_CONFIGS[name], False)
     assert torch.equal(out_gpu, out_cpu) and torch.equal(vf_gpu, vf_cpu)
-    for name_, a, b in zip(("u", "v0", "alpha", "i0", "alpha_syn", "i_final"), g_gpu, g_cpu):
-        bound = 0 if name_ == "i_final" else 1e-5  # i_final is a value: equal
-        assert rel_err(a, b) <= bound, f"{name_}: {rel_err(a, b):.2e}"
+    _assert_gradients_close(g_gpu, g_cpu)
 
 
-SCAN_CONFIGS = ["lif", "lif_minv", "reset_to_value", "single_heaviside", "max_spikes", "expleak"]
+def _assert_gradients_close(grads_a, grads_b):
+    """_membrane_on_both's gradients (u, v0, alpha, then with the synaptic stage i0, alpha_syn and
+    the final current) of one device against the other's: rel_err(a, b) within 1e-5 each, the
+    final current (a value, not a gradient) equal."""
+    for name, a, b in zip(("u", "v0", "alpha", "i0", "alpha_syn", "i_final"), grads_a, grads_b):
+        bound = 0 if name == "i_final" else 1e-5  # i_final is a value: equal
+        assert rel_err(a, b) <= bound, f"{name}: {rel_err(a, b):.2e}"
+
+
+SCAN_CONFIGS = ["lif", "lif_minv", "reset_to_value", "single_heaviside", "max_spikes", "expleak", "lif_syn",
+                "lif_minv_syn"]
 
 
 @pytest.mark.cuda
@@ -129,16 +137,20 @@ def test_cuda_scan_backward_matches_cpu(name, shape, kernels_backend):
     least 64 steps long take the backward as a scan over time (cuda_scan_backward.cuh): ranges of
     checkpoint segments per thread, their carries chained per neuron. Its gradients equal the
     CPU kernels' within float32 rounding, also where ranges are empty (70 steps: 9 segments over
-    8 ranges), a segment is partial, a block is partly filled, and with out_sum's gradient."""
+    8 ranges), a segment is partial, a block is partly filled, and with out_sum's gradient. With
+    the fused synaptic stage the carry is two numbers (the current's too): i0's and alpha_syn's
+    gradients likewise."""
     x = torch.randn(shape) * 4
     (out_cpu, vf_cpu, sum_cpu, *g_cpu), (out_gpu, vf_gpu, sum_gpu, *g_gpu) = _membrane_on_both(
         x, LONG_CONFIGS[name], True)
     assert torch.equal(out_gpu, out_cpu) and torch.equal(vf_gpu, vf_cpu)
     assert rel_err(sum_gpu, sum_cpu) < 1e-6
-    for name_, a, b in zip(("u", "v0", "alpha"), g_cpu, g_gpu):
-        assert rel_err(a, b) <= 1e-5, f"{name_}: {rel_err(a, b):.2e}"
+    syn = "alpha_syn" in LONG_CONFIGS[name]
+    assert len(g_cpu) == (6 if syn else 3)
+    _assert_gradients_close(g_cpu, g_gpu)
     u, v0 = x.cuda().requires_grad_(), torch.zeros(shape[0], shape[2], device="cuda")
-    names = cuda_kernel_names(lambda: ops.membrane(u, v0, 0.9, 1.0, **LONG_CONFIGS[name]).output.sum().backward())
+    kwargs = dict(LONG_CONFIGS[name], **({"i_syn": torch.zeros_like(v0)} if syn else {}))
+    names = cuda_kernel_names(lambda: ops.membrane(u, v0, 0.9, 1.0, **kwargs).output.sum().backward())
     assert any("membrane_backward_fast_scan" in n for n in names) == scan_expected(shape), names
 
 

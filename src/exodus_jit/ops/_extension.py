@@ -68,7 +68,7 @@ def cuda_spec() -> ExtensionSpec:
     # file 20-25, each scan file ~17-20, cuda_kernels.cu 7, cuda_decay.cu 2): with fewer jobs
     # than files, the files left for the second wave are then the short ones.
     fast = [f"cuda_membrane{t}{s}{w}.cu" for t in ("", "_half", "_bf16") for s in ("", "_syn") for w in ("", "_wide")]
-    scan = [f"cuda_scan_backward{k}.cu" for k in ("", "_multi", "_max")]
+    scan = [f"cuda_scan_backward{s}{k}.cu" for s in ("", "_syn") for k in ("", "_multi", "_max")]
     sources = ("ops_cuda.cpp", *fast, *scan, "cuda_kernels.cu", "cuda_decay.cu")
     return _spec("exodus_kernels_cuda", sources, cuda_cflags=HALF_CONVERSIONS)
 

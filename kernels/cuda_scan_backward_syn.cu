@@ -1,0 +1,12 @@
+// The scan backward's instances for non-spiking and single-spike cells with the synaptic stage
+// (cuda_scan_backward.cuh), in a file of their own so that they compile in parallel with the others.
+#include "cuda_scan_backward.cuh"
+
+namespace exodus {
+namespace fast {
+
+EXODUS_SCAN_INSTANCES(, SpikeKind::None, true)
+EXODUS_SCAN_INSTANCES(, SpikeKind::Single, true)
+
+}  // namespace fast
+}  // namespace exodus
