@@ -9,8 +9,8 @@ namespace exodus {
 
 // Which CUDA kernels run, from EXODUS_JIT_KERNELS (read once per process; for comparisons and
 // tests): General never takes the fast kernels, Ring never the scan backward, Scan the scan
-// backward for every float32 fast backward without the synaptic stage; Auto (unset or anything
-// else) lets each call choose.
+// backward for every float32 fast backward (the fused synaptic stage's too); Auto (unset or
+// anything else) lets each call choose.
 enum class KernelChoice { Auto, General, Ring, Scan };
 KernelChoice kernel_choice();
 
