@@ -1,7 +1,9 @@
 """exodus_jit.layers and conversion against sinabs layers (the oracle)."""
 
 import copy
+import io
 import itertools
+import pickle
 
 import pytest
 import sinabs.layers as sl
@@ -564,9 +566,6 @@ def test_layers_pickle_after_a_forward(device, kind, kwargs, kernels_backend):
     its kept call (the compiled operator's handles, which do not pickle) and the kernel's zeros:
     the copy carries the parameters and states, leaves those caches out, and goes on as sinabs
     does, from the carried states and after a reset."""
-    import io
-    import pickle
-
     s, e = pair(kind, device, **kwargs)
     compare(s, e, torch.randn(2, 7, 3, device=device) * 4, calls=2)
     assert "_exodus_call" in e.__dict__  # what the copy must leave out
